@@ -1,0 +1,1 @@
+"""Models: verified bundles (graph, tokenizer, manifest, policy) and the inference engine."""

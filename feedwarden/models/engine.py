@@ -1,0 +1,148 @@
+"""The inference engine: HF tokenizers + onnxruntime over a verified bundle.
+
+Texts are sorted by token length and cut into batches so each batch pads to
+its own longest post, not the global one; results come back in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from feedwarden.models.bundle import Bundle, BundleError
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_announced: set[str] = set()
+
+
+def _cuda_usable() -> bool:
+    """onnxruntime-gpu lists CUDA even without a GPU; ask for a device first."""
+    return os.path.exists("/dev/nvidia0") or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def choose_providers(requested: str = "auto") -> list[str]:
+    """`auto` takes CUDA only where a device is present, else CPU; `cpu`/`cuda` force one."""
+    available = ort.get_available_providers()
+    if requested == "cpu":
+        return [CPU]
+    if requested == "cuda":
+        if CUDA not in available:
+            raise RuntimeError("CUDA requested but this onnxruntime has no CUDA provider")
+        return [CUDA, CPU]
+    if requested != "auto":
+        raise ValueError(f"unknown provider choice {requested!r}; use auto, cpu or cuda")
+    return [CUDA, CPU] if CUDA in available and _cuda_usable() else [CPU]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Calibrated probabilities per head, rows in input order."""
+
+    labels: Mapping[str, tuple[str, ...]]
+    probs: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return next(iter(self.probs.values())).shape[0]
+
+    def flat(self) -> tuple[tuple[str, ...], np.ndarray]:
+        """All heads side by side: (labels, probs[N, L])."""
+        labels = tuple(label for head in self.labels for label in self.labels[head])
+        return labels, np.concatenate([self.probs[h] for h in self.labels], axis=1)
+
+    def row(self, i: int) -> dict[str, float]:
+        labels, probs = self.flat()
+        return {label: float(p) for label, p in zip(labels, probs[i])}
+
+
+class Engine:
+    """Scores texts with every head of a bundle in one graph run per batch."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        batch_size: int = 32,
+        threads: int | None = None,
+        providers: str = "auto",
+    ) -> None:
+        self.bundle = bundle
+        self.batch_size = batch_size
+        manifest = bundle.manifest
+        self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=manifest.max_length)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        chosen = choose_providers(providers)
+        self.session = ort.InferenceSession(str(bundle.model_path), options, providers=chosen)
+        serving = self.session.get_providers()[0]
+        if serving not in _announced:
+            log.info("onnxruntime serves on %s", serving)
+            _announced.add(serving)
+        self.provider = serving
+        self._check_graph()
+        self._a = {h.name: np.array([manifest.calibration[l][0] for l in h.labels], np.float32) for h in manifest.heads}
+        self._b = {h.name: np.array([manifest.calibration[l][1] for l in h.labels], np.float32) for h in manifest.heads}
+
+    def _check_graph(self) -> None:
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        inputs = {i.name for i in self.session.get_inputs()}
+        if inputs != {"input_ids", "attention_mask"}:
+            raise BundleError(f"graph inputs {sorted(inputs)} are not input_ids, attention_mask")
+        for head in self.bundle.manifest.heads:
+            if head.output not in outputs:
+                raise BundleError(f"graph has no output {head.output!r} for head {head.name}")
+            width = outputs[head.output][-1]
+            if width != len(head.labels):
+                raise BundleError(
+                    f"head {head.name}: graph gives {width} scores, manifest lists {len(head.labels)} labels"
+                )
+
+    @property
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        return {h.name: h.labels for h in self.bundle.manifest.heads}
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        return self.tokenizer.encode_batch(list(texts))
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        return self.score_encoded(self.tokenize(texts))
+
+    def score_encoded(self, encodings: Sequence[Encoding]) -> Scores:
+        """Run the graph over length-sorted batches; rows return in input order."""
+        heads = self.bundle.manifest.heads
+        n = len(encodings)
+        probs = {h.name: np.empty((n, len(h.labels)), np.float32) for h in heads}
+        order = sorted(range(n), key=lambda i: len(encodings[i].ids))
+        for start in range(0, n, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            ids, mask = _pad([encodings[i] for i in rows])
+            outputs = self.session.run([h.output for h in heads], {"input_ids": ids, "attention_mask": mask})
+            for head, logits in zip(heads, outputs):
+                probs[head.name][rows] = _sigmoid(logits * self._a[head.name] + self._b[head.name])
+        return Scores(self.labels, probs)
+
+
+def _pad(encodings: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
+    width = max(1, max(len(e.ids) for e in encodings))
+    ids = np.zeros((len(encodings), width), np.int64)
+    mask = np.zeros((len(encodings), width), np.int64)
+    for row, enc in enumerate(encodings):
+        ids[row, : len(enc.ids)] = enc.ids
+        mask[row, : len(enc.ids)] = 1
+    return ids, mask
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
