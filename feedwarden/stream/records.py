@@ -33,9 +33,12 @@ MISSING_TEXT = "missing_text"
 BAD_TEXT = "invalid_text"
 TEXT_TOO_LONG = "text_too_long"
 BAD_FIELD = "invalid_field"
+# Set by the moderator, not by decode_post: a text the tokenizer refuses is
+# dead-lettered alone instead of failing its whole batch.
+UNTOKENIZABLE = "untokenizable_text"
 ERROR_CODES = (
     EMPTY, TOO_LARGE, NOT_UTF8, NOT_JSON, NOT_OBJECT, MISSING_ID, BAD_ID,
-    MISSING_TEXT, BAD_TEXT, TEXT_TOO_LONG, BAD_FIELD,
+    MISSING_TEXT, BAD_TEXT, TEXT_TOO_LONG, BAD_FIELD, UNTOKENIZABLE,
 )
 
 

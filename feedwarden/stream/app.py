@@ -1,0 +1,275 @@
+"""The Faust app: the moderate agent, its output topics and the web endpoints.
+
+The agent only does I/O. Each micro-batch is decided by the pure
+`Moderator` in an executor thread (onnxruntime and tokenizers release the
+GIL), its records are produced, and only when the broker has acknowledged
+every one of them are the batch's events acked, so Faust can commit their
+offsets: at-least-once, duplicates possible after a crash, nothing lost.
+
+Why `noack_take`: `take()`/`take_events()` ack the buffered events in a
+`finally` when the generator is resumed *or closed*, so a batch interrupted
+by a shutdown or an error would have its offsets committed without its
+decisions. `noack_take` never acks; we do, after the sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import faust
+from aiokafka.errors import KafkaError
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+from faust.types.auth import CredentialsT
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from feedwarden.stream.metrics import Metrics
+from feedwarden.stream.settings import Settings
+from feedwarden.stream.topology import BatchReport, Incoming, Moderator, Outgoing, Scorer
+
+log = logging.getLogger(__name__)
+
+# Called after each batch's records are acknowledged, before its offsets are
+# released: the hook for per-label drift statistics. It runs inside the
+# agent, so it must not write Faust tables (they fail inside take());
+# forward to a keyed topic instead.
+BatchHook = Callable[[BatchReport], Awaitable[None]]
+# Publishes one record; the awaitable it returns resolves when the broker acks it.
+Sender = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
+
+RECENT_IDS = 100_000
+SEND_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+RETRIABLE = (KafkaError, OSError, asyncio.TimeoutError)
+
+
+class RecentIds:
+    """A bounded memory of post ids, to count redeliveries."""
+
+    def __init__(self, capacity: int = RECENT_IDS) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen_before(self, post_id: str) -> bool:
+        if post_id in self._ids:
+            self._ids.move_to_end(post_id)
+            return True
+        self._ids[post_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return False
+
+
+class ModerationService:
+    """Everything the agent needs: the loaded bundle, metrics and readiness."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, on_batch: BatchHook | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.on_batch = on_batch
+        scorer = Scorer.from_bundle(
+            settings.bundle, batch_size=settings.batch_size, threads=settings.threads,
+            providers=settings.providers,
+        )
+        self.moderator = Moderator(scorer, settings.topics, max_text_chars=settings.max_text_chars)
+        bundle = scorer.engine.bundle
+        metrics.model_info.info(
+            {"bundle": bundle.manifest.name, "version": bundle.version,
+             "policy_version": scorer.policy.version, "provider": scorer.engine.provider}
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwarden-infer")
+        self.recent = RecentIds()
+        self.joined_group = False
+
+    async def handle(self, events: Sequence[EventT], send: Sender) -> BatchReport:
+        """Decide a batch and produce its records; returns once the broker has them all."""
+        messages = [_incoming(event) for event in events]
+        loop = asyncio.get_running_loop()
+        report = await loop.run_in_executor(self.executor, self.moderator.moderate_batch, messages)
+        started = time.perf_counter()
+        await _produce_all(report.outgoing, send)
+        report.stage_seconds["produce"] += time.perf_counter() - started
+        self._observe(report, len(events))
+        if self.on_batch is not None:
+            await self.on_batch(report)
+        return report
+
+    def _observe(self, report: BatchReport, consumed: int) -> None:
+        m = self.metrics
+        now = time.time()
+        m.posts.inc(consumed)
+        m.batch_size.observe(consumed)
+        for stage, seconds in report.stage_seconds.items():
+            m.stage_seconds.labels(stage).observe(seconds)
+        m.inference_seconds.observe(report.stage_seconds.get("infer", 0.0))
+        for error in report.dead_letters:
+            m.dead_letters.labels(error).inc()
+        for decided in report.decided:
+            m.decisions.labels(decided.decision.action).inc()
+            for hit in decided.decision.labels:
+                m.label_hits.labels(hit.label, hit.action).inc()
+            if decided.timestamp is not None:
+                m.end_to_end_seconds.observe(max(0.0, now - decided.timestamp))
+            if self.recent.seen_before(decided.post_id):
+                m.duplicates.inc()
+
+    def ready(self, app: faust.App) -> bool:
+        ready = self.joined_group and not app.rebalancing
+        self.metrics.ready.set(1 if ready else 0)
+        return ready
+
+
+def _incoming(event: EventT) -> Incoming:
+    message = event.message
+    return Incoming(
+        value=cast(bytes | None, message.value),
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp=message.timestamp,
+    )
+
+
+async def _produce_all(records: Sequence[Outgoing], send: Sender) -> None:
+    """Send every record and wait for the broker's acks, re-sending failures until all land.
+
+    A re-send can duplicate a record whose ack was lost; at-least-once allows that.
+    Anything but a Kafka or network error is a bug and propagates.
+    """
+    pending = list(records)
+    for attempt in itertools.count():
+        results = await asyncio.gather(*(_send_one(send, r) for r in pending), return_exceptions=True)
+        errors = [res for res in results if isinstance(res, BaseException)]
+        if not errors:
+            return
+        for error in errors:
+            if not isinstance(error, RETRIABLE):
+                raise error
+        pending = [r for r, res in zip(pending, results, strict=True) if isinstance(res, BaseException)]
+        delay = SEND_RETRY_SECONDS[min(attempt, len(SEND_RETRY_SECONDS) - 1)]
+        log.warning("%d records not acknowledged (%s); re-sending in %.1fs",
+                    len(pending), ", ".join(sorted({type(e).__name__ for e in errors})), delay)
+        await asyncio.sleep(delay)
+
+
+async def _send_one(send: Sender, record: Outgoing) -> Any:
+    ack = await send(record)
+    return await ack
+
+
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, on_batch: BatchHook | None = None
+) -> faust.App:
+    """A Faust app wired to `settings`; the bundle is loaded now, so a bad one fails fast."""
+    metrics = metrics or Metrics()
+    service = ModerationService(settings, metrics, on_batch)
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        datadir=tempfile.mkdtemp(prefix="feedwarden-faust-"),  # Faust wants one; we keep no tables
+        consumer_auto_offset_reset="earliest",  # also the only reliable choice on Tansu
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
+        topic_partitions=settings.partitions,
+        topic_disable_leader=True,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_host="127.0.0.1" if settings.web_bind in ("0.0.0.0", "127.0.0.1") else settings.web_bind,
+    )
+    app.moderation = service  # type: ignore[attr-defined]  # for tests and the CLI
+    _wire_agent(app, service)
+    _wire_readiness(app, service)
+    _wire_web(app, service)
+    return app
+
+
+def _credentials(settings: Settings) -> CredentialsT | None:
+    security = settings.security
+    if security.protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=security.username, password=security.password,
+            mechanism=security.sasl_mechanism, ssl_context=security.ssl_context(),
+        )
+    context = security.ssl_context()
+    return faust.SSLCredentials(context) if context is not None else None
+
+
+def _wire_agent(app: faust.App, service: ModerationService) -> None:
+    settings = service.settings
+    topics = settings.topics
+    posts = app.topic(topics.posts, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    outputs = {name: app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+               for name in topics.all() if name != topics.posts}
+
+    async def send(record: Outgoing) -> Awaitable[Any]:
+        # force=True: publish now, not when the source event is acked (Faust
+        # "attachments"), so we can wait for the broker before acking.
+        return await outputs[record.topic].send(key=record.key, value=record.value, force=True)
+
+    @app.agent(posts, name="moderate", concurrency=1)
+    async def moderate(stream: StreamT) -> None:
+        batches = cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s)
+        async for batch in batches:
+            events = cast(Sequence[EventT], batch)
+            await service.handle(events, send)
+            for event in events:
+                await stream.ack(event)
+
+
+def _wire_readiness(app: faust.App, service: ModerationService) -> None:
+    async def joined(sender: Any, *args: Any, **kwargs: Any) -> None:
+        service.joined_group = True
+        service.ready(app)
+
+    async def not_ready(sender: Any, *args: Any, **kwargs: Any) -> None:
+        service.metrics.ready.set(0)
+
+    async def rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:
+        service.ready(app)
+
+    _connect(app.on_partitions_assigned, joined)
+    _connect(app.on_partitions_revoked, not_ready)
+    _connect(app.on_rebalance_complete, rebalanced)
+    _connect(app.on_before_shutdown, not_ready)
+
+
+def _connect(signal: Any, handler: Callable[..., Awaitable[None]]) -> None:
+    # Typed as Any: mode's handler type spells `signal` as a string forward
+    # reference that mypy never matches against a plain coroutine function.
+    signal.connect(handler)
+
+
+def _wire_web(app: faust.App, service: ModerationService) -> None:
+    registry = service.metrics.registry
+
+    @app.page("/metrics")
+    class MetricsPage(View):
+        async def get(self, request: Request) -> Response:
+            service.ready(app)
+            return self.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/healthz")
+    class HealthPage(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "alive"})
+
+    @app.page("/readyz")
+    class ReadyPage(View):
+        async def get(self, request: Request) -> Response:
+            ready = service.ready(app)
+            body = {"ready": ready, "bundle": service.moderator.scorer.engine.bundle.version,
+                    "consumer_joined": service.joined_group, "rebalancing": bool(app.rebalancing)}
+            return self.json(body, status=200 if ready else 503)

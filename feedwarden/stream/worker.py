@@ -1,0 +1,37 @@
+"""Run the moderation worker in this process: topics, then the Faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from feedwarden.stream.app import create_app
+from feedwarden.stream.broker import create_topics
+from feedwarden.stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the worker's topics if missing (Tansu does not auto-create them reliably)."""
+    security = settings.security
+    client: dict[str, object] = {"security_protocol": security.protocol}
+    if security.uses_tls:
+        client["ssl_context"] = security.ssl_context()
+    if security.protocol.startswith("SASL"):
+        client |= {"sasl_mechanism": security.sasl_mechanism, "sasl_plain_username": security.username,
+                   "sasl_plain_password": security.password}
+    await create_topics(settings.bootstrap, settings.topics.all(), default_partitions=settings.partitions,
+                        **client)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    """Block serving posts until SIGINT/SIGTERM; Faust's banner stays off."""
+    app = create_app(settings)
+    asyncio.run(ensure_topics(settings))
+    log.info("worker %s consuming %s from %s; metrics on http://%s:%d/metrics",
+             settings.group_id, settings.topics.posts, settings.bootstrap, app.conf.web_host, settings.web_port)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
