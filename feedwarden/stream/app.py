@@ -141,12 +141,14 @@ def _incoming(event: EventT) -> Incoming:
 async def _produce_all(records: Sequence[Outgoing], send: Sender) -> None:
     """Send every record and wait for the broker's acks, re-sending failures until all land.
 
-    A re-send can duplicate a record whose ack was lost; at-least-once allows that.
-    Anything but a Kafka or network error is a bug and propagates.
+    Records are enqueued one by one, in order, so a partition receives them in
+    batch order; only the acks are awaited together. A re-send can duplicate a
+    record whose ack was lost; at-least-once allows that. Anything but a Kafka
+    or network error is a bug and propagates.
     """
     pending = list(records)
     for attempt in itertools.count():
-        results = await asyncio.gather(*(_send_one(send, r) for r in pending), return_exceptions=True)
+        results = await asyncio.gather(*[await _enqueue(send, r) for r in pending], return_exceptions=True)
         errors = [res for res in results if isinstance(res, BaseException)]
         if not errors:
             return
@@ -160,9 +162,14 @@ async def _produce_all(records: Sequence[Outgoing], send: Sender) -> None:
         await asyncio.sleep(delay)
 
 
-async def _send_one(send: Sender, record: Outgoing) -> Any:
-    ack = await send(record)
-    return await ack
+async def _enqueue(send: Sender, record: Outgoing) -> Awaitable[Any]:
+    """The record's ack; a failure to even enqueue becomes an already-failed ack."""
+    try:
+        return await send(record)
+    except RETRIABLE as exc:
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed
 
 
 def create_app(

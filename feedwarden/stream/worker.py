@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import sys
 
 import faust
 
 from feedwarden.stream.app import create_app
 from feedwarden.stream.broker import create_topics
 from feedwarden.stream.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 async def ensure_topics(settings: Settings) -> None:
@@ -31,7 +29,8 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Block serving posts until SIGINT/SIGTERM; Faust's banner stays off."""
     app = create_app(settings)
     asyncio.run(ensure_topics(settings))
-    log.info("worker %s consuming %s from %s; metrics on http://%s:%d/metrics",
-             settings.group_id, settings.topics.posts, settings.bootstrap, app.conf.web_host, settings.web_port)
+    print(f"feedwarden worker: group {settings.group_id}, topic {settings.topics.posts} "
+          f"on {settings.bootstrap}, metrics on port {settings.web_port}", file=sys.stderr, flush=True)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # the startup spinner writes terminal escapes even when quiet
     worker.execute_from_commandline()

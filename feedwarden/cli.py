@@ -1,0 +1,138 @@
+"""The `feedwarden` command: worker, offline scoring, embedded broker and the demo run.
+
+Heavy imports happen inside each command, so `feedwarden --help` is quick
+and the worker never imports training code (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+STREAM_COMMANDS = ("worker", "score", "broker", "run")
+EXIT_CONFIG = 2
+
+
+def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedwarden", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run the streaming worker (settings from env vars)")
+    worker.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    worker.set_defaults(handler=_worker)
+
+    score = commands.add_parser("score", help="score a JSONL file of posts offline")
+    score.add_argument("--in", dest="source", type=Path, required=True, help="posts, one JSON object a line")
+    score.add_argument("--out", dest="sink", type=Path, required=True, help="one result line per input line")
+    score.add_argument("--bundle", type=Path, help="bundle directory (default: the packaged bundle)")
+    score.add_argument("--batch-size", type=int, default=64)
+    score.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"))
+    score.set_defaults(handler=_score)
+
+    broker = commands.add_parser("broker", help="run an embedded Tansu broker and print its bootstrap")
+    broker.add_argument("--partitions", type=int, default=1, help="partitions of the worker's topics")
+    broker.set_defaults(handler=_broker)
+
+    run = commands.add_parser("run", help="embedded broker + worker + replay of the sample stream")
+    run.add_argument("--posts", type=int, default=60, help="sample posts to replay (cycled, unique ids)")
+    run.add_argument("--malformed", type=int, default=16, help="malformed payloads to replay")
+    run.add_argument("--once", action="store_true", help="exit once every decision has arrived")
+    run.add_argument("--timeout", type=float, default=120.0, help="with --once: give up after this long")
+    run.add_argument("--web-port", type=int, default=6066)
+    run.set_defaults(handler=_run)
+
+    if with_training:
+        _register_training(commands)
+    return parser
+
+
+def _register_training(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the training engineer's commands when that module is installed and importable."""
+    try:
+        module = importlib.import_module("feedwarden.training.cli")
+    except ImportError as exc:  # training extras (torch, ...) not installed
+        logging.getLogger(__name__).debug("training commands unavailable: %s", exc)
+        return
+    module.register(commands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Our own commands never need training code; skip importing it for them.
+    ours = bool(argv) and argv[0] in STREAM_COMMANDS
+    args = build_parser(with_training=not ours).parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from feedwarden.models.bundle import BundleError
+    from feedwarden.policy import PolicyError
+    from feedwarden.stream.settings import Settings, SettingsError
+    from feedwarden.stream.worker import run_worker
+
+    try:
+        settings = Settings.from_env()
+        run_worker(settings, loglevel=args.log_level)
+    except (SettingsError, BundleError, PolicyError) as exc:
+        print(f"feedwarden worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from feedwarden.models.bundle import default_bundle_path
+    from feedwarden.stream.offline import score_file
+    from feedwarden.stream.records import MAX_TEXT_CHARS
+    from feedwarden.stream.topology import Scorer
+
+    scorer = Scorer.from_bundle(args.bundle or default_bundle_path(), batch_size=args.batch_size,
+                                providers=args.providers)
+    started = time.monotonic()
+
+    def progress(lines: int) -> None:
+        if lines % (args.batch_size * 64) == 0:
+            rate = lines / max(1e-9, time.monotonic() - started)
+            print(f"scored {lines} lines ({rate:.0f}/s)", file=sys.stderr, flush=True)
+
+    with args.source.open("rb") as source, args.sink.open("wb") as sink:
+        counts = score_file(source, sink, scorer, max_text_chars=MAX_TEXT_CHARS,
+                            chunk_size=args.batch_size * 8, progress=progress)
+    elapsed = time.monotonic() - started
+    print(f"{counts['decided']} decided, {counts['errors']} bad lines, {elapsed:.1f}s -> {args.sink}",
+          file=sys.stderr)
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from feedwarden.stream.broker import create_topics, start_broker
+    from feedwarden.stream.settings import Topics
+
+    with start_broker() as broker:
+        asyncio.run(create_topics(broker.bootstrap, Topics().all(), default_partitions=args.partitions))
+        print(f"KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while broker.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        print(f"broker exited; see {broker.log_path}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from feedwarden.stream.runner import RunOptions, run
+
+    return run(RunOptions(posts=args.posts, malformed=args.malformed, once=args.once,
+                          timeout_s=args.timeout, web_port=args.web_port))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

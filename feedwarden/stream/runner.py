@@ -1,0 +1,181 @@
+"""`feedwarden run`: an embedded broker, a worker subprocess and a replay of sample traffic.
+
+Decisions and dead letters are printed as they arrive. Every child is
+stopped on exit, Ctrl-C or SIGTERM: the worker first (so it commits), then
+the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from feedwarden.stream.broker import EmbeddedBroker, free_port, start_broker
+from feedwarden.stream.samples import malformed_payloads, numbered_posts
+from feedwarden.stream.settings import Settings
+from feedwarden.stream.worker import ensure_topics
+
+# Tansu answers JoinGroup after half the session timeout; keep it short locally.
+LOCAL_SESSION_TIMEOUT_S = "6"
+TEXT_PREVIEW = 60
+
+
+class Stopped(Exception):
+    """SIGTERM arrived; unwind like Ctrl-C."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    posts: int
+    malformed: int
+    once: bool
+    timeout_s: float
+    web_port: int
+
+
+def run(options: RunOptions, out: TextIO = sys.stdout) -> int:
+    """The demo job; returns the process exit code."""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        with start_broker() as broker:
+            env = _worker_env(broker, options.web_port)
+            settings = Settings.from_env(env)
+            asyncio.run(ensure_topics(settings))
+            print(f"broker   {broker.bootstrap} (embedded Tansu, memory only)", file=out)
+            with _worker(env) as worker:
+                print(f"worker   pid {worker.pid}; metrics http://127.0.0.1:{settings.web_port}/metrics, "
+                      f"readiness /readyz", file=out)
+                return asyncio.run(_replay_and_watch(settings, options, worker, out))
+    except (KeyboardInterrupt, Stopped):
+        print("stopping", file=out)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped
+
+
+def _worker_env(broker: EmbeddedBroker, web_port: int) -> dict[str, str]:
+    port = web_port if _port_free(web_port) else free_port()
+    return os.environ | {
+        "KAFKA_BOOTSTRAP": broker.bootstrap,
+        "FEEDWARDEN_WEB_PORT": str(port),
+        "FEEDWARDEN_WEB_BIND": "127.0.0.1",
+        "FEEDWARDEN_SESSION_TIMEOUT_S": LOCAL_SESSION_TIMEOUT_S,
+    }
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A `feedwarden worker` child in its own session, so a terminal Ctrl-C reaches only us."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "feedwarden.cli", "worker", "--log-level", "warning"],
+        env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, wait, then SIGKILL."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _replay_and_watch(
+    settings: Settings, options: RunOptions, worker: subprocess.Popen[bytes], out: TextIO
+) -> int:
+    posts = list(numbered_posts(options.posts))
+    bad = malformed_payloads(options.malformed)
+    texts = {str(p["id"]): str(p["text"]) for p in posts}
+    await _produce(settings, [orjson.dumps(p) for p in posts] + [payload for _, payload in bad])
+    print(f"replayed {len(posts)} posts and {len(bad)} malformed payloads to '{settings.topics.posts}'",
+          file=out)
+    expected = {settings.topics.decisions: len(posts), settings.topics.dlq: len(bad)}
+    return await _watch(settings, options, expected, texts, worker, out)
+
+
+async def _produce(settings: Settings, payloads: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for payload in payloads:
+            await producer.send(settings.topics.posts, payload)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _watch(
+    settings: Settings,
+    options: RunOptions,
+    expected: dict[str, int],
+    texts: dict[str, str],
+    worker: subprocess.Popen[bytes],
+    out: TextIO,
+) -> int:
+    consumer = AIOKafkaConsumer(
+        *expected, bootstrap_servers=settings.bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    seen = dict.fromkeys(expected, 0)
+    started = time.monotonic()
+    try:
+        while not (options.once and all(seen[t] >= n for t, n in expected.items())):
+            if worker.poll() is not None:
+                print(f"worker exited with code {worker.returncode}", file=out)
+                return 1
+            if options.once and time.monotonic() - started > options.timeout_s:
+                print(f"timed out: {seen} of {expected}", file=out)
+                return 1
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, messages in batches.items():
+                for message in messages:
+                    seen[tp.topic] += 1
+                    print(_describe(tp.topic, message.value or b"", settings, texts), file=out, flush=True)
+    finally:
+        await consumer.stop()
+    elapsed = time.monotonic() - started
+    print(f"done: {seen[settings.topics.decisions]} decisions, {seen[settings.topics.dlq]} dead letters "
+          f"in {elapsed:.1f}s", file=out)
+    return 0
+
+
+def _describe(topic: str, value: bytes, settings: Settings, texts: dict[str, str]) -> str:
+    record = orjson.loads(value)
+    if topic == settings.topics.dlq:
+        where = f"{record['topic']}/{record['partition']}/{record['offset']}"
+        return f"DLQ    {record['error']:<18} {where:<14} {record['raw'][:TEXT_PREVIEW]!r}"
+    reasons = ", ".join(f"{h['label']} {h['score']:.2f}>{h['action']}" for h in record["labels"]) or "-"
+    text = texts.get(record["post_id"], "")[:TEXT_PREVIEW]
+    return f"{record['action'].upper():<6} {record['post_id']:<24} {reasons:<40} {text!r}"
