@@ -97,11 +97,16 @@ def _graph(path: Path) -> None:
         numpy_helper.from_array(np.array([n_all], np.int64), "t_end"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_keywords",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "T"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "T"])],
-        [helper.make_tensor_value_info("safety_logits", TensorProto.FLOAT, ["N", len(SAFETY)]),
-         helper.make_tensor_value_info("topic_logits", TensorProto.FLOAT, ["N", len(TOPIC)])],
+        nodes,
+        "tiny_keywords",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "T"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "T"]),
+        ],
+        [
+            helper.make_tensor_value_info("safety_logits", TensorProto.FLOAT, ["N", len(SAFETY)]),
+            helper.make_tensor_value_info("topic_logits", TensorProto.FLOAT, ["N", len(TOPIC)]),
+        ],
         init,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

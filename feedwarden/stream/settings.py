@@ -104,7 +104,7 @@ class Settings:
                 raise SettingsError(f"KAFKA_BOOTSTRAP entry {server!r} is not host:port")
         _check_range("FEEDWARDEN_BATCH_SIZE", self.batch_size, 1, 4096)
         _check_range("FEEDWARDEN_BATCH_WAIT_MS", self.batch_wait_ms, 1, 60_000)
-        _check_range("FEEDWARDEN_WEB_PORT", self.web_port, 0, 65535)
+        _check_range("FEEDWARDEN_WEB_PORT", self.web_port, 1, 65535)
         _check_range("FEEDWARDEN_MAX_TEXT_CHARS", self.max_text_chars, 1, MAX_TEXT_CHARS)
         _check_range("FEEDWARDEN_PARTITIONS", self.partitions, 1, 10_000)
         if self.threads is not None:
