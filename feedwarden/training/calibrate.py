@@ -1,0 +1,176 @@
+"""Calibration (Platt per label), thresholds and drift references, all fitted on calib.
+
+Safety thresholds come with a distribution-free guarantee: with `n` calib
+negatives, a threshold that lets at most `k` of them through has true FPR above
+the budget with probability at most BinomCDF(k; n, budget) (order statistics
+of exchangeable scores). We allow the largest `k` keeping that below
+1 - confidence; where `n` is too small for any guarantee the empirical FPR is
+used instead and the rule is marked `guaranteed: false`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binom
+
+MIN_POSITIVES_FOR_F1 = 10
+TOPIC_THRESHOLD_RANGE = (0.15, 0.85)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
+
+
+def fit_platt(logits: np.ndarray, targets: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """Platt scaling (a, b) by Newton's method on smoothed targets (Platt 1999):
+    positives aim at (N+ + 1)/(N+ + 2), negatives at 1/(N- + 2)."""
+    positives = float(targets.sum())
+    negatives = float(len(targets) - positives)
+    if positives == 0 or negatives == 0:
+        return 1.0, 0.0
+    soft = np.where(targets > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    x = logits.astype(np.float64)
+    params = np.array([1.0, 0.0])
+    loss = _platt_loss(params, x, soft)
+    for _ in range(iterations):
+        p = sigmoid(params[0] * x + params[1])
+        grad = np.array([np.sum((p - soft) * x), np.sum(p - soft)])
+        w = p * (1 - p) + 1e-12
+        hess = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while scale > 1e-6 and _platt_loss(params - scale * step, x, soft) > loss:
+            scale /= 2
+        params = params - scale * step
+        new_loss = _platt_loss(params, x, soft)
+        if loss - new_loss < 1e-10:
+            break
+        loss = new_loss
+    a, b = params
+    return float(a), float(b)
+
+
+def _platt_loss(params: np.ndarray, x: np.ndarray, soft: np.ndarray) -> float:
+    z = params[0] * x + params[1]
+    return float(np.sum(np.logaddexp(0.0, z) - soft * z))
+
+
+def allowed_false_positives(n_negatives: int, budget: float, confidence: float) -> int | None:
+    """The largest k with P(FPR > budget) <= 1 - confidence when k of n calib negatives
+    pass; None when even k = 0 gives no such guarantee."""
+    delta = 1.0 - confidence
+    if n_negatives == 0 or binom.cdf(0, n_negatives, budget) > delta:
+        return None
+    k = 0
+    while binom.cdf(k + 1, n_negatives, budget) <= delta:
+        k += 1
+    return k
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    threshold: float
+    guaranteed: bool
+    allowed_fp: int
+    negatives: int
+
+
+def budget_threshold(
+    scores: np.ndarray, targets: np.ndarray, budget: float, confidence: float
+) -> ThresholdChoice:
+    """The lowest threshold letting through no more calib negatives than the budget allows."""
+    negative = np.sort(scores[targets < 0.5])[::-1]
+    k = allowed_false_positives(len(negative), budget, confidence)
+    guaranteed = k is not None
+    if k is None:
+        k = int(np.floor(budget * len(negative)))
+    if k >= len(negative):
+        return ThresholdChoice(0.0, guaranteed, k, len(negative))
+    threshold = float(np.nextafter(negative[k], np.float64(np.inf)))
+    return ThresholdChoice(min(1.0, threshold), guaranteed, k, len(negative))
+
+
+def f1_threshold(scores: np.ndarray, targets: np.ndarray, lower: float = 0.0, upper: float = 1.0) -> float:
+    """The best-F1 calib threshold, placed midway between the best-F1 score and the
+    next lower score (not on the edge of a positive), then kept within [lower, upper]."""
+    candidates = np.unique(scores[scores >= lower])
+    if len(candidates) == 0:
+        return upper
+    positives = targets.sum()
+    f1 = [
+        2 * float(((scores >= t) & (targets > 0.5)).sum()) / max(1.0, (scores >= t).sum() + positives)
+        for t in candidates
+    ]
+    best = float(candidates[int(np.argmax(f1))])
+    below = scores[scores < best]
+    midpoint = (best + float(below.max())) / 2 if len(below) else best
+    return float(np.clip(midpoint, lower, upper))
+
+
+def safety_thresholds(
+    scores: np.ndarray, targets: np.ndarray, budget: float, hide_ratio: float, confidence: float
+) -> tuple[dict[str, float], dict[str, object]]:
+    """warn: best-F1 threshold among those meeting the FPR budget (the lowest such one
+    when calib has few positives); hide: meeting budget * hide_ratio, and >= warn."""
+    warn_floor = budget_threshold(scores, targets, budget, confidence)
+    warn = warn_floor.threshold
+    if targets.sum() >= MIN_POSITIVES_FOR_F1:
+        warn = f1_threshold(scores, targets, lower=warn_floor.threshold)
+    hide_choice = budget_threshold(scores, targets, budget * hide_ratio, confidence)
+    hide = max(hide_choice.threshold, warn)
+    info = {
+        "fpr_budget": budget,
+        "hide_fpr_budget": budget * hide_ratio,
+        "guaranteed": warn_floor.guaranteed,
+        "hide_guaranteed": hide_choice.guaranteed,
+        "confidence": confidence,
+        "calib_negatives": warn_floor.negatives,
+        "calib_positives": int(targets.sum()),
+        "allowed_false_positives": warn_floor.allowed_fp,
+    }
+    return {"hide": round(hide, 6), "warn": round(warn, 6)}, info
+
+
+def topic_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Best-F1 badge threshold, kept within a sane range; 0.5 with too few positives."""
+    if targets.sum() < 5:
+        return 0.5
+    return round(f1_threshold(scores, targets, *TOPIC_THRESHOLD_RANGE), 6)
+
+
+def reference_histogram(scores: np.ndarray, lowest_threshold: float, bins: int = 20) -> dict[str, object]:
+    """Share of posts per score bin over [0, 1] and the share flagged at the lowest threshold."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts, _ = np.histogram(np.clip(scores, 0.0, 1.0), bins=edges)
+    n = max(1, len(scores))
+    return {
+        "rate": float((scores >= lowest_threshold).mean()) if len(scores) else 0.0,
+        "edges": tuple(round(float(e), 4) for e in edges),
+        "hist": tuple(float(c) / n for c in counts),
+        "n": len(scores),
+    }
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        chosen = index == b
+        if chosen.any():
+            total += chosen.sum() * abs(probs[chosen].mean() - targets[chosen].mean())
+    return float(total / max(1, len(probs)))
+
+
+def calibrate_all(
+    logits: np.ndarray, targets: np.ndarray, mask: np.ndarray, labels: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """Platt (a, b) per label from its annotated calib rows."""
+    out = {}
+    for j, label in enumerate(labels):
+        rows = mask[:, j] > 0
+        out[label] = fit_platt(logits[rows, j], targets[rows, j])
+    return out

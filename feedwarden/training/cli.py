@@ -1,0 +1,110 @@
+"""`feedwarden train | evaluate | release`: registered into the main CLI by `register`.
+
+torch and the training stack are imported inside the handlers, so the worker's
+CLI does not need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from feedwarden.training.data import data_root
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = subparsers.add_parser("train", help="train, export, calibrate and evaluate a candidate bundle")
+    train.add_argument("--out", type=Path, default=Path("artifacts/run"), help="run directory")
+    train.add_argument(
+        "--data", type=Path, default=None, help="data root (default: $FEEDWARDEN_DATA or ../shared/data)"
+    )
+    train.add_argument("--tiny", action="store_true", help="a few hundred rows and steps (CI)")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--max-length", type=int, default=None)
+    train.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds whose models are weight-averaged"
+    )
+    train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument(
+        "--release", action="store_true", help="release the bundle as the default if its gates pass"
+    )
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="evaluate a bundle on the validation set")
+    evaluate.add_argument("bundle", type=Path)
+    evaluate.add_argument("--out", type=Path, default=Path("artifacts/evaluation"))
+    evaluate.add_argument("--data", type=Path, default=None)
+    evaluate.set_defaults(handler=_evaluate)
+
+    release = subparsers.add_parser("release", help="make a candidate bundle the packaged default")
+    release.add_argument("bundle", type=Path)
+    release.add_argument("--allow-failing-gates", action="store_true")
+    release.set_defaults(handler=_release)
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from feedwarden.training.config import PipelineConfig
+
+    base = PipelineConfig.tiny() if args.tiny else PipelineConfig()
+    seeds = tuple(args.seeds) if args.seeds else None
+    return base.with_overrides(
+        epochs=args.epochs,
+        max_length=args.max_length,
+        max_steps=args.max_steps,
+        seeds=seeds,
+        seed=seeds[0] if seeds else None,
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from feedwarden.training.pipeline import run
+
+    _logging()
+    bundle = run(_config(args), args.data or data_root(), args.out)
+    print(f"candidate bundle {bundle.version} at {bundle.path}; report in {args.out / 'report'}")
+    if args.release:
+        return _publish(bundle.path, allow_failing=False)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from feedwarden.training.reevaluate import evaluate_bundle
+
+    _logging()
+    report = evaluate_bundle(args.bundle, args.data or data_root(), args.out)
+    print(f"report written to {report}")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    _logging()
+    return _publish(args.bundle, allow_failing=args.allow_failing_gates)
+
+
+def _publish(source: Path, allow_failing: bool) -> int:
+    from feedwarden.models.bundle import default_bundle_path, load_bundle
+
+    bundle = load_bundle(source)
+    failing = [lab for lab, status in bundle.manifest.metrics.get("gates", {}).items() if status == "fail"]
+    if failing and not allow_failing:
+        print(f"refusing to release {bundle.version}: gates fail for {failing}")
+        return 1
+    dest = default_bundle_path()
+    staging = dest.with_name(f".{dest.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(bundle.path, staging)
+    load_bundle(staging)
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    print(f"released {bundle.version} to {dest}" + (f" (failing gates: {failing})" if failing else ""))
+    return 0
+
+
+def _logging() -> None:
+    """Progress lines from feedwarden at INFO; other libraries (the quantizer logs
+    every tensor on the root logger) only from WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("feedwarden").setLevel(logging.INFO)

@@ -1,0 +1,106 @@
+"""Mixing: label-occurrence balanced training mixes and realistic base-rate eval sets.
+
+Each row with a positive head label is repeated (or dropped) so that every
+label's occurrence count moves toward [floor, cap]; rows without positives form
+the clean bucket, a set share of which are hard negatives (clean rows that look
+like positives: crypto posts without a scam, heated tweets without hate).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from feedwarden.training.data import Example
+
+HARD_NEGATIVE_TOPICS = frozenset({"topic_crypto", "topic_finance"})
+HARD_NEGATIVE_SOURCES = frozenset({"tweeteval_hate", "tweeteval_offensive", "davidson"})
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    floor: int = 60
+    cap: int = 1500
+    clean_rows: int = 2000
+    hard_negative_share: float = 0.5
+
+
+def is_hard_negative(row: Example) -> bool:
+    return row.source in HARD_NEGATIVE_SOURCES or bool(row.labels & HARD_NEGATIVE_TOPICS)
+
+
+def repeat_factors(
+    rows: Sequence[Example], positives: Callable[[Example], set[str]], floor: int, cap: int
+) -> list[float]:
+    """Per positive row: the largest, over its labels, of target/actual occurrence,
+    target being the label's count clamped to [floor, cap]."""
+    counts = Counter(label for row in rows for label in positives(row))
+    factors = []
+    for row in rows:
+        ratios = [min(max(counts[lab], floor), cap) / counts[lab] for lab in positives(row)]
+        factors.append(max(ratios))
+    return factors
+
+
+def _stochastic_copies(factor: float, rng: random.Random) -> int:
+    whole = math.floor(factor)
+    return whole + (rng.random() < factor - whole)
+
+
+def mix(
+    rows: Sequence[Example],
+    positives: Callable[[Example], set[str]],
+    config: MixConfig,
+    seed: int,
+) -> list[Example]:
+    """A shuffled training mix: balanced positives plus a clean bucket with hard negatives."""
+    rng = random.Random(seed)
+    positive_rows = [row for row in rows if positives(row)]
+    clean = [row for row in rows if not positives(row)]
+    factors = repeat_factors(positive_rows, positives, config.floor, config.cap)
+    mixed: list[Example] = []
+    for row, factor in zip(positive_rows, factors, strict=True):
+        mixed.extend([row] * _stochastic_copies(factor, rng))
+    mixed.extend(clean_bucket(clean, config.clean_rows, config.hard_negative_share, rng))
+    rng.shuffle(mixed)
+    return mixed
+
+
+def clean_bucket(clean: Sequence[Example], size: int, hard_share: float, rng: random.Random) -> list[Example]:
+    """`size` clean rows, `hard_share` of them hard negatives (as far as the pools allow)."""
+    hard = [row for row in clean if is_hard_negative(row)]
+    easy = [row for row in clean if not is_hard_negative(row)]
+    n_hard = min(len(hard), round(size * hard_share))
+    n_easy = min(len(easy), size - n_hard)
+    n_hard = min(len(hard), size - n_easy)
+    return rng.sample(hard, n_hard) + rng.sample(easy, n_easy)
+
+
+def base_rate_set(
+    labelled: Sequence[Example],
+    presumed_clean: Sequence[Example],
+    is_positive: Callable[[Example], bool],
+    clean_share: float,
+    seed: int,
+) -> list[Example]:
+    """An evaluation set where `clean_share` of rows have no safety positive.
+
+    Positives come from `labelled`; clean rows from `labelled` first, then from
+    `presumed_clean` (rows of other sources taken as negatives)."""
+    if not 0.0 < clean_share < 1.0:
+        raise ValueError(f"clean_share {clean_share} not in (0, 1)")
+    rng = random.Random(seed)
+    positive = [row for row in labelled if is_positive(row)]
+    clean = [row for row in labelled if not is_positive(row)]
+    wanted_clean = round(len(positive) * clean_share / (1.0 - clean_share))
+    extra = max(0, wanted_clean - len(clean))
+    if extra > len(presumed_clean):
+        keep = round(len(clean + list(presumed_clean)) * (1.0 - clean_share) / clean_share)
+        positive = rng.sample(positive, min(len(positive), keep))
+        extra = len(presumed_clean)
+    chosen = positive + clean + rng.sample(list(presumed_clean), extra)
+    rng.shuffle(chosen)
+    return chosen

@@ -1,0 +1,288 @@
+"""The training pipeline: corpus -> mix -> fine-tune -> ONNX (fp32, int8) -> parity gate
+-> Platt + thresholds on calib -> evaluate on valid -> candidate bundle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feedwarden.models.bundle import Bundle, Head, Manifest, Reference, write_bundle
+from feedwarden.policy.rules import Policy, Rule
+from feedwarden.training import calibrate as cal
+from feedwarden.training.config import PipelineConfig
+from feedwarden.training.corpus import Corpus, load_corpus
+from feedwarden.training.data import Example
+from feedwarden.training.evaluate import evaluate, write_report
+from feedwarden.training.views import DEFAULT_FPR_BUDGET, FPR_BUDGETS, TIERS, TaskView, select_view
+
+log = logging.getLogger(__name__)
+BUNDLE_NAME = "feedwarden-default"
+REFERENCE_SOURCES = frozenset({"janitr", "presumed_clean"})
+
+
+@dataclass
+class Stage:
+    """Wall-clock timings per pipeline stage."""
+
+    timings: dict[str, float]
+
+    def mark(self, name: str, started: float) -> float:
+        now = time.monotonic()
+        self.timings[name] = round(now - started, 1)
+        log.info("stage %s took %.1fs", name, now - started)
+        return now
+
+
+def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
+    """Run everything; the candidate bundle lands in `out/bundle`, the report in `out/report`."""
+    import torch
+
+    from feedwarden.training.mixing import mix
+    from feedwarden.training.train import Encoded, load_tokenizer, train_model
+
+    torch.set_num_threads(2)
+    out.mkdir(parents=True, exist_ok=True)
+    stage, t = Stage({}), time.monotonic()
+    corpus = load_corpus(data, config)
+    view, dropped = select_view(corpus.train, config.min_support)
+    tokenizer = load_tokenizer(config.max_length)
+    mixed = mix(corpus.train, lambda r: _positives(r, view), config.mix, config.seed)
+    sets = {
+        name: _encode(tokenizer, rows, view, Encoded)
+        for name, rows in (("train", mixed), ("valid", corpus.valid), ("calib", corpus.calib))
+    }
+    t = stage.mark("data", t)
+    models = []
+    histories = {}
+    for seed in config.seeds:
+        model, histories[seed] = train_model(
+            sets["train"], sets["valid"], len(view.safety), len(view.topic), config, seed
+        )
+        models.append(model)
+    model = _average(models)
+    t = stage.mark("train", t)
+    graphs = _export(model, out / "onnx")
+    t = stage.mark("export", t)
+    logits = {
+        variant: {split: _onnx_logits(path, sets[split].ids) for split in ("calib", "valid")}
+        for variant, path in graphs.items()
+    }
+    t = stage.mark("onnx_scoring", t)
+    parity = int8_parity(logits, corpus, view, config)
+    variant = "int8" if parity["passed"] else "fp32"
+    calibration, policy, threshold_info = fit_policy(logits[variant]["calib"], corpus.calib, view, config)
+    valid_probs = apply_calibration(logits[variant]["valid"], view, calibration)
+    results = evaluate(corpus.valid, valid_probs, view, policy)
+    results |= {
+        "variant": variant,
+        "int8_parity": parity,
+        "thresholds": threshold_info,
+        "dropped_labels_below_support": dropped,
+        "history": histories,
+        "corpus": corpus.report,
+        "config": config.to_dict(),
+    }
+    t = stage.mark("calibrate_evaluate", t)
+    references = build_references(logits[variant]["calib"], corpus.calib, view, calibration, policy)
+    sizes = {name: path.stat().st_size for name, path in graphs.items()}
+    results |= {"timings": stage.timings, "sizes": sizes}
+    write_report(out / "report", results, corpus.valid, valid_probs, view, policy)
+    bundle = assemble_bundle(out, graphs[variant], config, view, calibration, policy, references, results)
+    stage.mark("bundle", t)
+    (out / "report" / "report.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
+    return bundle
+
+
+def _positives(row: Example, view: TaskView) -> set[str]:
+    return view.sources[row.source].head_labels(row.labels) & set(view.labels)
+
+
+def _encode(tokenizer: Any, rows: Sequence[Example], view: TaskView, encoded: Any) -> Any:
+    targets, mask = view.targets(rows)
+    return encoded.build(tokenizer, [r.text for r in rows], targets, mask)
+
+
+def _average(models: list[Any]) -> Any:
+    """One model from several seeds: uniform weight averaging (same pretrained start)."""
+    if len(models) == 1:
+        return models[0]
+    import torch
+
+    base = models[0]
+    states = [m.state_dict() for m in models]
+    averaged = {
+        key: (torch.stack([s[key].float() for s in states]).mean(0).to(states[0][key].dtype))
+        if states[0][key].is_floating_point()
+        else states[0][key]
+        for key in states[0]
+    }
+    base.load_state_dict(averaged)
+    return base
+
+
+def _export(model: Any, dest: Path) -> dict[str, Path]:
+    from feedwarden.models.export import export_onnx, fuse_attention, quantize_int8
+
+    config = model.encoder.config
+    raw = export_onnx(model, dest / "raw.onnx")
+    fp32 = fuse_attention(raw, dest / "fp32.onnx", int(config.num_attention_heads), int(config.hidden_size))
+    raw.unlink()
+    return {"fp32": fp32, "int8": quantize_int8(fp32, dest / "int8.onnx")}
+
+
+def _onnx_logits(path: Path, ids: list[list[int]]) -> np.ndarray:
+    from feedwarden.models.export import run_logits
+
+    return run_logits(path, ids)
+
+
+def apply_calibration(
+    logits: np.ndarray, view: TaskView, calibration: dict[str, tuple[float, float]]
+) -> np.ndarray:
+    a = np.array([calibration[lab][0] for lab in view.labels], np.float32)
+    b = np.array([calibration[lab][1] for lab in view.labels], np.float32)
+    return cal.sigmoid(logits * a + b).astype(np.float32)
+
+
+def fit_policy(
+    logits: np.ndarray, rows: Sequence[Example], view: TaskView, config: PipelineConfig
+) -> tuple[dict[str, tuple[float, float]], Policy, dict[str, Any]]:
+    """Platt per label, then thresholds per label, all on calib."""
+    targets, mask = view.targets(rows)
+    calibration = cal.calibrate_all(logits, targets, mask, view.labels)
+    probs = apply_calibration(logits, view, calibration)
+    rules, info = {}, {}
+    for j, label in enumerate(view.labels):
+        chosen = mask[:, j] > 0
+        scores, truth = probs[chosen, j], targets[chosen, j]
+        if view.head_of(label) == "safety":
+            budget = FPR_BUDGETS.get(label, DEFAULT_FPR_BUDGET)
+            thresholds, info[label] = cal.safety_thresholds(
+                scores, truth, budget, config.hide_budget_ratio, config.confidence
+            )
+            rules[label] = Rule(label, "safety", thresholds, TIERS.get(label, "standard"), budget)
+        else:
+            thresholds = {"badge": cal.topic_threshold(scores, truth)}
+            info[label] = {"calib_positives": int(truth.sum()), "calib_rows": int(chosen.sum())}
+            rules[label] = Rule(label, "topic", thresholds, "informational")
+    version = datetime.now(UTC).strftime("%Y.%m.%d.%H%M%S")
+    return calibration, Policy(version, rules), info
+
+
+def int8_parity(
+    logits: dict[str, dict[str, np.ndarray]], corpus: Corpus, view: TaskView, config: PipelineConfig
+) -> dict[str, Any]:
+    """int8 vs fp32 on valid under fp32's calibration and thresholds: max |Δp| and
+    per-label decision agreement."""
+    calibration, policy, _ = fit_policy(logits["fp32"]["calib"], corpus.calib, view, config)
+    fp32 = apply_calibration(logits["fp32"]["valid"], view, calibration)
+    int8 = apply_calibration(logits["int8"]["valid"], view, calibration)
+    delta = np.abs(fp32 - int8)
+    thresholds = np.array([policy.rules[lab].lowest_threshold for lab in view.labels])
+    agreement = ((fp32 >= thresholds) == (int8 >= thresholds)).mean(0)
+    passed = bool(delta.max() <= config.int8_max_abs_delta and agreement.min() >= config.int8_min_agreement)
+    return {
+        "max_abs_delta": float(delta.max()),
+        "p99_abs_delta": float(np.quantile(delta, 0.99)),
+        "mean_abs_delta": float(delta.mean()),
+        "min_decision_agreement": float(agreement.min()),
+        "decision_agreement": {lab: float(a) for lab, a in zip(view.labels, agreement, strict=True)},
+        "gate": {"max_abs_delta": config.int8_max_abs_delta, "min_agreement": config.int8_min_agreement},
+        "passed": passed,
+    }
+
+
+def build_references(
+    logits: np.ndarray,
+    rows: Sequence[Example],
+    view: TaskView,
+    calibration: dict[str, tuple[float, float]],
+    policy: Policy,
+) -> dict[str, Reference]:
+    """Per-label score histograms on the realistic base-rate part of calib."""
+    chosen = [i for i, r in enumerate(rows) if r.source in REFERENCE_SOURCES]
+    probs = apply_calibration(logits[chosen], view, calibration)
+    out = {}
+    for j, label in enumerate(view.labels):
+        ref = cal.reference_histogram(probs[:, j], policy.rules[label].lowest_threshold)
+        out[label] = Reference(float(ref["rate"]), tuple(ref["edges"]), tuple(ref["hist"]), int(ref["n"]))  # type: ignore[arg-type]
+    return out
+
+
+def assemble_bundle(
+    out: Path,
+    graph: Path,
+    config: PipelineConfig,
+    view: TaskView,
+    calibration: dict[str, tuple[float, float]],
+    policy: Policy,
+    references: dict[str, Reference],
+    results: dict[str, Any],
+) -> Bundle:
+    from feedwarden.training.train import load_tokenizer
+
+    staging = out / "files"
+    staging.mkdir(parents=True, exist_ok=True)
+    load_tokenizer(config.max_length).save(str(staging / "tokenizer.json"))
+    (staging / "policy.json").write_text(json.dumps(policy.to_dict(), indent=2) + "\n")
+    manifest = Manifest(
+        name=BUNDLE_NAME,
+        version=policy.version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        max_length=config.max_length,
+        heads=(Head("safety", "safety_logits", view.safety), Head("topic", "topic_logits", view.topic)),
+        calibration=calibration,
+        files={},
+        reference=references,
+        metrics=_finite(json.loads(json.dumps(manifest_metrics(results), default=_plain))),
+    )
+    dest = out / "bundle"
+    if dest.exists():
+        shutil.rmtree(dest)
+    return write_bundle(
+        dest,
+        manifest,
+        {
+            "model.onnx": graph,
+            "tokenizer.json": staging / "tokenizer.json",
+            "policy.json": staging / "policy.json",
+        },
+    )
+
+
+def manifest_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    keep = ("threshold", "precision", "recall", "f1", "fpr", "support", "pr_auc", "ece")
+    return {
+        "split": "valid",
+        "variant": results["variant"],
+        "labels": {lab: {k: m[k] for k in keep} for lab, m in results["labels"].items()},
+        "aggregate": results["aggregate"],
+        "janitr": results["janitr"],
+        "tweeteval": results["tweeteval"],
+        "int8_parity": {k: v for k, v in results["int8_parity"].items() if k != "decision_agreement"},
+        "gates": {lab: g["status"] for lab, g in results["gates"].items()},
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _finite(value: Any) -> Any:
+    """NaN (e.g. PR-AUC without positives) becomes null, so the manifest stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

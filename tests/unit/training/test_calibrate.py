@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from feedwarden.training.calibrate import (
+    allowed_false_positives,
+    budget_threshold,
+    expected_calibration_error,
+    fit_platt,
+    reference_histogram,
+    safety_thresholds,
+    sigmoid,
+    topic_threshold,
+)
+
+
+def test_platt_recovers_a_known_scaling() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, 20000)
+    targets = (rng.random(20000) < sigmoid(0.5 * logits - 1.0)).astype(float)
+    a, b = fit_platt(logits, targets)
+    assert a == pytest.approx(0.5, abs=0.03)
+    assert b == pytest.approx(-1.0, abs=0.06)
+
+
+def test_platt_without_both_classes_is_identity() -> None:
+    assert fit_platt(np.array([1.0, 2.0]), np.array([0.0, 0.0])) == (1.0, 0.0)
+
+
+def test_order_statistic_guarantee() -> None:
+    assert allowed_false_positives(100, 0.02, 0.9) is None  # 0.98**100 = 0.13 > 0.1
+    k = allowed_false_positives(1000, 0.02, 0.9)
+    assert k is not None
+    assert binom.cdf(k, 1000, 0.02) <= 0.1 < binom.cdf(k + 1, 1000, 0.02)
+    assert k == 13
+
+
+def test_budget_threshold_lets_through_exactly_the_allowed_negatives() -> None:
+    scores = np.linspace(0, 1, 1000)
+    targets = np.zeros(1000)
+    choice = budget_threshold(scores, targets, 0.02, 0.9)
+    assert choice.guaranteed and choice.allowed_fp == 13
+    assert (scores >= choice.threshold).sum() == 13
+
+
+def test_safety_thresholds_keep_hide_above_warn() -> None:
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.beta(2, 8, 2000), rng.beta(8, 2, 60)])
+    targets = np.concatenate([np.zeros(2000), np.ones(60)])
+    thresholds, info = safety_thresholds(scores, targets, 0.02, 0.25, 0.9)
+    assert thresholds["hide"] >= thresholds["warn"]
+    assert (scores[:2000] >= thresholds["warn"]).mean() <= 0.02
+    assert info["guaranteed"] is True
+
+
+def test_topic_threshold_is_clamped_and_falls_back() -> None:
+    assert topic_threshold(np.array([0.9, 0.1]), np.array([1.0, 0.0])) == 0.5
+    scores = np.array([0.05] * 10 + [0.95] * 10)
+    targets = np.array([0.0] * 10 + [1.0] * 10)
+    assert topic_threshold(scores, targets) == 0.5  # midway between the classes
+    assert topic_threshold(scores * 0.02 + 0.95, targets) == 0.85  # clamped
+
+
+def test_reference_histogram_shares_sum_to_one() -> None:
+    ref = reference_histogram(np.array([0.0, 0.1, 0.5, 0.99, 1.0]), 0.5, bins=10)
+    assert sum(ref["hist"]) == pytest.approx(1.0)
+    assert ref["rate"] == pytest.approx(0.6)
+    assert len(ref["edges"]) == 11
+
+
+def test_ece_is_zero_for_perfect_calibration() -> None:
+    probs = np.array([0.25] * 4 + [0.75] * 4)
+    targets = np.array([1, 0, 0, 0, 1, 1, 1, 0], float)
+    assert expected_calibration_error(probs, targets) == pytest.approx(0.0)
