@@ -13,7 +13,6 @@ exact and gets the one-sample versions (exact binomial, goodness of fit).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +135,7 @@ def merge_bins(
     return groups
 
 
-def histogram_test(counts: Sequence[int], reference: Reference) -> Evidence:
+def histogram_test(counts: npt.ArrayLike, reference: Reference) -> Evidence:
     """χ²-family test that the window's score histogram matches the reference's.
 
     Sparse bins are merged (`merge_bins`) so every cell expects at least 5
@@ -181,7 +180,7 @@ def power_divergence(observed: npt.ArrayLike, expected: npt.ArrayLike) -> float:
     return float(max(0.0, 2.0 / (lam * (lam + 1.0)) * terms.sum()))
 
 
-def psi(counts: Sequence[int], reference_hist: Sequence[float]) -> float:
+def psi(counts: npt.ArrayLike, reference_hist: npt.ArrayLike) -> float:
     """Population stability index of the window over the reference bins.
 
     An effect size, not a decision rule: under no drift its expectation is

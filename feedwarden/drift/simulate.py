@@ -93,6 +93,26 @@ def demo_references(n_ref: int = 20_000, bins: int = 10) -> dict[str, Reference]
     return refs
 
 
+@dataclass(frozen=True)
+class BinormalLabel:
+    """Raw scores with known truth, for the prevalence checks.
+
+    Latent score s ~ N(0, 1) for negatives and N(separation, 1) for
+    positives; the probability reported is the exact posterior under the
+    calibration `prior`, so it is perfectly calibrated there, and a sample
+    drawn at another prevalence is pure label shift.
+    """
+
+    prior: float
+    separation: float = 2.5
+
+    def sample(self, rng: np.random.Generator, n: int, prevalence: float | None = None) -> FloatArray:
+        positive = rng.random(n) < (self.prior if prevalence is None else prevalence)
+        latent = rng.standard_normal(n) + self.separation * positive
+        log_odds = self.separation * latent - self.separation**2 / 2 + np.log(self.prior / (1 - self.prior))
+        return np.asarray(1.0 / (1.0 + np.exp(-log_odds)))
+
+
 Progress = Callable[[str], None]
 
 
