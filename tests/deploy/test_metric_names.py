@@ -67,7 +67,8 @@ def test_rules_and_dashboard_reference_every_family() -> None:
 
 def test_label_names_exist() -> None:
     allowed = _all_labels()
-    bad = {(where, label) for where, expr in _sources() for label in label_names(expr) if label not in allowed}
+    bad = {(where, label) for where, expr in _sources() for label in label_names(expr)
+           if label not in allowed}
     assert not bad, f"labels no metric or target carries: {sorted(bad)}"
     legends = {label for legend in dashboard_legends() for label in LEGEND_LABEL.findall(legend)}
     assert legends <= allowed, f"legend labels no metric carries: {sorted(legends - allowed)}"
@@ -91,7 +92,8 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
     ]}
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [group]}))
-    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
