@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,8 @@ async def _graceful_restart(bootstrap: str, topics: Topics, bundle: Bundle, tmp_
     env = worker_env(bootstrap, topics, bundle.path, f"gr-{uuid.uuid4().hex[:6]}", PARTITIONS)
     async with Collector(bootstrap, (topics.decisions,)) as seen:
 
-        def decided() -> int:
-            return len(seen.records[topics.decisions])
+        def at_least(n: int) -> Callable[[], bool]:
+            return lambda: len(seen.records[topics.decisions]) >= n
 
         for round_, chunk in enumerate((posts[:100], posts[100:])):
             await produce(bootstrap, topics.posts, [(None, p) for p in chunk])
@@ -192,7 +193,7 @@ async def _graceful_restart(bootstrap: str, topics: Topics, bundle: Bundle, tmp_
             worker.start()
             await worker.wait_ready()
             target = 100 * (round_ + 1)
-            await seen.wait_for(lambda: decided() >= target, 120, f"{target} decisions")
+            await seen.wait_for(at_least(target), 120, f"{target} decisions")
             assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
     ids = [orjson.loads(value)["post_id"] for _, value in seen.records[topics.decisions]]
     assert len(ids) == len(set(ids)) == 200, "a clean stop commits: the next worker repeats nothing"
