@@ -229,30 +229,50 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return low, high
 
 
+SCENARIOS = (("rate", 2.0), ("rate", 3.0), ("rate", 0.5), ("tilt", 0.15))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=20_000)
+    parser.add_argument("--manifest", help="manifest.json with references (default: demo set)")
+    parser.add_argument("--windows", type=int, default=20_000, help="stationary windows")
     parser.add_argument("--n", type=int, default=1000, help="posts per window")
-    parser.add_argument("--n-ref", type=int, default=20_000, help="calibration set size")
+    parser.add_argument("--n-ref", type=int, default=20_000, help="calibration set size of the demo set")
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--runs", type=int, default=200, help="runs per shift scenario")
+    parser.add_argument("--horizon", type=int, default=30, help="windows per run after the shift")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    say = lambda text: print(text, flush=True)  # noqa: E731
-    refs = demo_references(args.n_ref)
-    say(f"references: {', '.join(f'{lab} rate {r.rate:.4f}' for lab, r in refs.items())}; n_ref {args.n_ref}")
+    refs = _load(args.manifest) if args.manifest else demo_references(args.n_ref)
+    _say(f"references: {', '.join(f'{lab} rate {r.rate:.4f} n {r.n}' for lab, r in refs.items())}")
     for resample in (False, True):
-        say(f"false alarms, n={args.n}, alpha={args.alpha}, reference resampled: {resample}")
+        _say(f"false alarms: n={args.n}, alpha={args.alpha}, reference re-drawn: {resample}")
         hits, total = false_alarm_rate(refs, windows=args.windows, n=args.n, alpha=args.alpha,
-                                       resample_reference=resample, seed=args.seed, progress=say)
+                                       resample_reference=resample, seed=args.seed, progress=_say, chunk=2000)
         low, high = clopper_pearson(hits, total)
-        say(f"  rate {hits / total:.5f} (95% CI {low:.5f}–{high:.5f}) vs alpha {args.alpha}")
-    for label, kind, amount in [("hate", "rate", 2.0), ("hate", "rate", 3.0), ("hate", "rate", 0.5),
-                                ("violence", "rate", 2.0), ("harassment", "tilt", 0.15)]:
-        delay = detection_delay(refs, label, kind, amount, n=args.n, runs=args.runs, alpha=args.alpha,
-                                seed=args.seed)
-        say(f"{label} {kind} x{amount}: alert {summarise(delay.alert)}; retrain {summarise(delay.retrain)}")
+        _say(f"  windows with any alert {hits}/{total} = {hits / total:.5f} (95% CI {low:.5f}-{high:.5f})")
+    for label in refs:
+        for kind, amount in SCENARIOS:
+            if kind == "rate" and amount * refs[label].rate >= 1:
+                continue
+            delay = detection_delay(refs, label, kind, amount, n=args.n, runs=args.runs,
+                                    horizon=args.horizon, alpha=args.alpha, seed=args.seed)
+            _say(f"{label} {kind} x{amount}: first alert {summarise(delay.alert)}; "
+                 f"retrain request {summarise(delay.retrain)}")
     return 0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _load(path: str) -> dict[str, Reference]:
+    import json
+
+    from feedwarden.models.bundle import Manifest
+
+    with open(path, encoding="utf-8") as fh:
+        return dict(Manifest.from_dict(json.load(fh)).reference)
 
 
 if __name__ == "__main__":
