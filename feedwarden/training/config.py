@@ -32,6 +32,7 @@ class PipelineConfig:
     int8_max_abs_delta: float = 0.2
     int8_min_agreement: float = 0.99
     janitr_rows: int | None = None
+    eval_rows: int | None = None
     mix: MixConfig = field(default_factory=MixConfig)
 
     @classmethod
@@ -41,6 +42,7 @@ class PipelineConfig:
             epochs=1,
             max_steps=25,
             janitr_rows=300,
+            eval_rows=500,
             hate_train_rows=100,
             offensive_train_rows=100,
             davidson_train_rows=50,

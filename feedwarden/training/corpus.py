@@ -83,12 +83,23 @@ def load_corpus(root: Path, config: PipelineConfig) -> Corpus:
         calib=_unique_presumed(calib_base, j_calib) + hate["calib"] + offensive["calib"],
         report=report,
     )
+    if config.eval_rows is not None:
+        corpus.valid = _subsample(corpus.valid, config.eval_rows, rng)
+        corpus.calib = _subsample(corpus.calib, config.eval_rows, rng)
     report["rows"] = {"train": len(corpus.train), "valid": len(corpus.valid), "calib": len(corpus.calib)}
     report["presumed_clean"] = {
         "calib": sum(r.source == "presumed_clean" for r in corpus.calib),
         "valid": sum(r.source == "presumed_clean" for r in corpus.valid),
     }
     return corpus
+
+
+def _subsample(rows: list[Example], size: int, rng: random.Random) -> list[Example]:
+    """At most `size` rows, order kept (tiny runs)."""
+    if len(rows) <= size:
+        return rows
+    keep = set(rng.sample(range(len(rows)), size))
+    return [row for i, row in enumerate(rows) if i in keep]
 
 
 def _is_scam_bucket(row: Example) -> bool:

@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score, f1_score, precision_recall_
 from feedwarden.policy.rules import Policy
 from feedwarden.training.calibrate import expected_calibration_error
 from feedwarden.training.data import Example
-from feedwarden.training.views import SCAM_BUCKET, TaskView
+from feedwarden.training.views import SCAM_BUCKET, UMBRELLA, TaskView
 
 THREE_CLASSES = ("scam", "topic_crypto", "clean")
 
@@ -92,7 +92,8 @@ def predicted_sets(probs: np.ndarray, view: TaskView, policy: Policy) -> list[se
 
 
 def three_class(labels: set[str] | frozenset[str]) -> str:
-    if labels & SCAM_BUCKET:
+    """The source project's class of a label set (raw or predicted)."""
+    if labels & (SCAM_BUCKET | {UMBRELLA}):
         return "scam"
     return "topic_crypto" if "topic_crypto" in labels else "clean"
 
@@ -104,10 +105,12 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
         return {}
     released = set(view.sources["janitr"].annotates) & set(view.labels)
     truth = [three_class(rows[i].labels) for i in index]
-    guess = [three_class(predicted[i]) for i in index]
+    scam_labels = {UMBRELLA} if UMBRELLA in view.labels else SCAM_BUCKET
+    guess = [three_class(predicted[i] & (scam_labels | {"topic_crypto"})) for i in index]
     scam_truth = np.array([t == "scam" for t in truth], float)
     scam_guess = np.array([g == "scam" for g in guess], float)
-    exact = [rows[i].labels & released == predicted[i] & released for i in index]
+    truth_sets = [rows[i].labels | ({UMBRELLA} if truth[k] == "scam" else set()) for k, i in enumerate(index)]
+    exact = [truth_sets[k] & released == predicted[i] & released for k, i in enumerate(index)]
     return {
         "rows": len(index),
         "three_class_macro_f1": float(f1_score(truth, guess, labels=list(THREE_CLASSES), average="macro")),

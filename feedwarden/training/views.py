@@ -28,6 +28,7 @@ SAFETY_LABELS = (
     "bot",
     "hate",
     "offensive",
+    "scam_or_spam",
 )
 TOPIC_LABELS = (
     "topic_crypto",
@@ -91,12 +92,21 @@ class SourceView:
         return {head for label in raw for head in self.label_map.get(label, ())}
 
 
-def _identity(labels: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    return {label: (label,) for label in labels}
-
-
+# An umbrella label: any of the scam-bucket labels (the source project's 3-class
+# "scam"). It pools every fraud/spam positive, so it is better trained and
+# calibrated than an OR over its rarer members.
+UMBRELLA = "scam_or_spam"
 JANITR_LABELS = tuple(lab for lab in SAFETY_LABELS + TOPIC_LABELS if lab not in ("hate", "offensive"))
-PRESUMED_CLEAN_LABELS = tuple(lab for lab in JANITR_LABELS if lab in SCAM_BUCKET)
+
+
+def _janitr_map() -> dict[str, tuple[str, ...]]:
+    mapping = {label: (label,) for label in JANITR_LABELS if label != UMBRELLA}
+    for raw in SCAM_BUCKET:
+        mapping[raw] = (*mapping.get(raw, ()), UMBRELLA)
+    return mapping
+
+
+PRESUMED_CLEAN_LABELS = tuple(lab for lab in JANITR_LABELS if lab in SCAM_BUCKET | {UMBRELLA})
 TWEETTOPIC_MAP = {
     "sports": ("topic_sports",),
     "gaming": ("topic_gaming",),
@@ -106,7 +116,7 @@ TWEETTOPIC_MAP = {
 }
 
 SOURCES: Mapping[str, SourceView] = {
-    "janitr": SourceView("janitr", _identity(JANITR_LABELS), frozenset(JANITR_LABELS)),
+    "janitr": SourceView("janitr", _janitr_map(), frozenset(JANITR_LABELS)),
     "tweeteval_hate": SourceView("tweeteval_hate", {"hate": ("hate",)}, frozenset({"hate"})),
     "tweeteval_offensive": SourceView(
         "tweeteval_offensive", {"offensive": ("offensive",)}, frozenset({"offensive"})

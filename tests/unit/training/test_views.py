@@ -13,6 +13,7 @@ def _row(source: str, labels: set[str], i: int = 0) -> Example:
 
 
 VIEW = TaskView(safety=("scam", "spam", "hate", "offensive"), topic=("topic_crypto", "topic_sports"))
+UMBRELLA_VIEW = TaskView(safety=("scam", "promo", "scam_or_spam"), topic=("topic_crypto",))
 
 
 def test_masks_cover_only_what_a_source_annotates() -> None:
@@ -48,6 +49,17 @@ def test_labels_below_minimum_support_are_not_released() -> None:
     rows = [_row("janitr", {"scam"}, i) for i in range(5)] + [_row("janitr", {"spam"}, 9)]
     rows += [_row("tweeteval_hate", {"hate"}, i) for i in range(5)]
     view, dropped = select_view(rows, min_support=3)
-    assert view.safety == ("scam", "hate")
+    assert view.safety == ("scam", "hate", "scam_or_spam")
     assert dropped["spam"] == 1
     assert "topic_crypto" in dropped
+
+
+def test_umbrella_label_pools_every_scam_bucket_label() -> None:
+    rows = [
+        _row("janitr", {"promo"}),
+        _row("janitr", {"giveaway"}),
+        _row("janitr", {"clean", "topic_crypto"}),
+    ]
+    y, mask = UMBRELLA_VIEW.targets(rows)
+    np.testing.assert_array_equal(y, [[0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    assert mask.min() == 1

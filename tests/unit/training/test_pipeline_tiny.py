@@ -1,0 +1,50 @@
+"""The whole training pipeline end to end on a few hundred rows (`--tiny`), ~2-3 minutes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from feedwarden.training.data import data_root
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = data_root()
+    if not (root / "janitr" / "train.jsonl").is_file():
+        pytest.skip(f"training data not found at {root} (set FEEDWARDEN_DATA)")
+    pytest.importorskip("torch", reason="the training extra (torch) is not installed")
+    from feedwarden.training.config import PipelineConfig
+    from feedwarden.training.pipeline import run
+
+    out = tmp_path_factory.mktemp("tiny")
+    run(PipelineConfig.tiny(), root, out)
+    return out
+
+
+def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
+    from feedwarden.models.bundle import load_bundle
+    from feedwarden.models.engine import Engine
+    from feedwarden.policy.rules import Policy
+
+    bundle = load_bundle(tiny_run / "bundle")
+    manifest = bundle.manifest
+    assert manifest.head("safety").labels[0] == "scam"
+    assert set(manifest.reference) == set(manifest.labels)
+    for ref in manifest.reference.values():
+        assert sum(ref.hist) == pytest.approx(1.0)
+    policy = Policy.from_file(bundle.policy_path)
+    policy.check_labels({h.name: h.labels for h in manifest.heads})
+    scores = Engine(bundle, providers="cpu").score(["free airdrop, connect wallet", "nice weather today"])
+    assert scores.probs["safety"].shape == (2, len(manifest.head("safety").labels))
+
+
+def test_tiny_pipeline_writes_the_report(tiny_run: Path) -> None:
+    report = json.loads((tiny_run / "report" / "report.json").read_text())
+    assert {"labels", "janitr", "tweeteval", "int8_parity", "gates"} <= set(report)
+    assert (tiny_run / "report" / "report.md").is_file()
+    assert (tiny_run / "report" / "plots" / "scam.png").is_file()
