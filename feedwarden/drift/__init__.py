@@ -3,7 +3,22 @@
 The stream worker keeps a `WindowStats` per label and window, calls
 `evaluate_window` when a window closes, publishes the `DriftAlert`s, and
 feeds a `WindowResult` to `SustainedDrift`, which returns a `RetrainRequest`
-when a label keeps drifting. No I/O here.
+when a label keeps drifting. No I/O here. Sketch of the worker's side::
+
+    stats = WindowStats.from_scores(label, batch_scores, threshold=lowest_acting_threshold,
+                                    edges=manifest.reference[label].edges,
+                                    window_start=start, window_end=end)
+    table[label, window] = table[label, window].merge(stats)        # per micro-batch
+    ...                                                              # on window close:
+    alerts = evaluate_window(window_stats, manifest.reference, priors=calibration_priors)
+    request = sustained.observe(WindowResult.of(window_stats, manifest.reference, alerts,
+                                                model_version=manifest.version))
+
+The reference is a sample too: the tests are two-sample, so their false-alarm
+rate is at most alpha on average over calibration sets. For any one
+reference it can be higher when the calibration set is no larger than a
+window (measured: n_ref = n = 2000, one reference in twenty alarmed in 9 % of
+windows); keep n_ref at ten or more windows' worth of posts.
 """
 
 from feedwarden.drift.alerts import DriftAlert, Statistic, evaluate_window

@@ -2,9 +2,10 @@
 
 Both tests compare the window with the *calibration sample* the reference was
 measured on, not with the reference as if it were the truth: a reference rate
-of 2 % from 2 000 calibration posts is itself uncertain by ±0.3 %, and a
-one-sample test that ignores this fires on every window once the window is
-large enough to notice the calibration set's own sampling error. Treating
+of 2 % from 2 000 calibration posts is itself uncertain by ±0.3 points, and
+a one-sample test that ignores this alarms far more often than alpha once
+windows are large enough to notice the calibration set's own sampling error
+(the unit tests measure it). Treating
 the reference as a second sample (Fisher's exact test for the rate, the 2×K
 χ²-family homogeneity test for the histogram) puts both sampling errors in the
 null distribution. A reference with ``n == 0`` (size unknown) is treated as
@@ -68,12 +69,14 @@ def rate_test(flagged: int, n: int, reference: Reference) -> Evidence:
 
     Two-sided because both directions are failures worth a look: up is a
     new abuse wave or an over-flagging model, down is evasion or a recall
-    collapse. The p-value is the central one, twice the smaller tail, so the
-    test is two one-sided exact tests at alpha/2 each; unlike the "minimum
-    likelihood" two-sided p it can still detect a drop when the reference
-    rate is small. With the calibration counts known this is Fisher's exact
-    test (conditional on the total flagged, the window count is
-    hypergeometric); it becomes the exact binomial test as n_ref grows.
+    collapse. The p-value is the equal-tailed one, twice the smaller tail:
+    two one-sided exact tests at alpha/2 each, so an "up" and a "down" alert
+    carry the same false-alarm guarantee and the direction an alert reports
+    is itself a controlled claim. (The "minimum likelihood" two-sided p can
+    be a little smaller for rare labels, but splits alpha between the tails
+    by the skew of the distribution instead.) With calibration counts this
+    is Fisher's exact test (conditional on the total flagged, the window
+    count is hypergeometric); it becomes the exact binomial test as n_ref grows.
     `effect` is the flagged-rate ratio, with +0.5 smoothing so zeros stay finite.
     """
     if reference.n > 0:
