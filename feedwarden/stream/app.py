@@ -15,8 +15,10 @@ decisions. `noack_take` never acks; we do, after the sends.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import logging
+import shutil
 import tempfile
 import time
 from collections import OrderedDict
@@ -185,7 +187,7 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
-        datadir=tempfile.mkdtemp(prefix="feedwarden-faust-"),  # Faust wants one; we keep no tables
+        datadir=_scratch_dir(),  # Faust insists on one; we keep no tables
         consumer_auto_offset_reset="earliest",  # also the only reliable choice on Tansu
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
@@ -201,6 +203,12 @@ def create_app(
     _wire_readiness(app, service)
     _wire_web(app, service)
     return app
+
+
+def _scratch_dir() -> str:
+    path = tempfile.mkdtemp(prefix="feedwarden-faust-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _credentials(settings: Settings) -> CredentialsT | None:

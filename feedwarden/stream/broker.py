@@ -153,10 +153,20 @@ def _await_ready(broker: EmbeddedBroker, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if not broker.alive():  # Tansu panics on a taken port but exits 0
             return False
-        if asyncio.run(_answers(broker.bootstrap)) and broker.alive():
+        # Probe the socket first: aiokafka logs an error for every refused connection.
+        if _accepts(broker.bootstrap) and asyncio.run(_answers(broker.bootstrap)) and broker.alive():
             return True
         time.sleep(0.1)
     return False
+
+
+def _accepts(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 async def _answers(bootstrap: str) -> bool:

@@ -33,7 +33,7 @@ TEXT_PREVIEW = 60
 
 
 class Stopped(Exception):
-    """SIGTERM arrived; unwind like Ctrl-C."""
+    """SIGINT or SIGTERM arrived: unwind, stopping the worker and then the broker."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class RunOptions:
 
 def run(options: RunOptions, out: TextIO = sys.stdout) -> int:
     """The demo job; returns the process exit code."""
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    # Explicit handlers: a shell may start us with SIGINT ignored (background jobs).
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with start_broker() as broker:
             env = _worker_env(broker, options.web_port)
@@ -58,11 +59,12 @@ def run(options: RunOptions, out: TextIO = sys.stdout) -> int:
                 print(f"worker   pid {worker.pid}; metrics http://127.0.0.1:{settings.web_port}/metrics, "
                       f"readiness /readyz", file=out)
                 return asyncio.run(_replay_and_watch(settings, options, worker, out))
-    except (KeyboardInterrupt, Stopped):
+    except Stopped:
         print("stopping", file=out)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _raise_stopped(signum: int, frame: object) -> None:
