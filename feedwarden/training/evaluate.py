@@ -174,9 +174,14 @@ def check_gates(metrics: Mapping[str, Mapping[str, Any]], policy: Policy) -> dic
 def evaluate(rows: Sequence[Example], probs: np.ndarray, view: TaskView, policy: Policy) -> dict[str, Any]:
     targets, mask = view.targets(rows)
     metrics = per_label(probs, targets, mask, view, policy)
+    janitr_rows = np.array([r.source == "janitr" for r in rows])
+    janitr_only = per_label(probs, targets, mask * janitr_rows[:, None], view, policy)
     predicted = predicted_sets(probs, view, policy)
     return {
         "labels": metrics,
+        "labels_janitr_rows_only": {
+            lab: m for lab, m in janitr_only.items() if m["support"] + m["negatives"]
+        },
         "aggregate": aggregate_f1(metrics),
         "janitr": janitr_figures(rows, predicted, view),
         "tweeteval": tweeteval_figures(rows, probs, view, policy),
@@ -253,15 +258,22 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def markdown(results: Mapping[str, Any]) -> str:
-    lines = ["# feedwarden evaluation (valid)", ""]
-    lines += ["| label | threshold | P | R | F1 | FPR | support | PR-AUC | ECE | gate |", "|" + " --- |" * 10]
-    for label, m in results["labels"].items():
-        gate = results["gates"][label]["status"]
+def _label_table(metrics: Mapping[str, Mapping[str, Any]], gates: Mapping[str, Any]) -> list[str]:
+    lines = ["| label | threshold | P | R | F1 | FPR | support | PR-AUC | ECE | gate |", "|" + " --- |" * 10]
+    for label, m in metrics.items():
         lines.append(
             f"| {label} | {m['threshold']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
-            f"| {m['fpr']:.4f} | {m['support']} | {m['pr_auc']:.3f} | {m['ece']:.3f} | {gate} |"
+            f"| {m['fpr']:.4f} | {m['support']} | {m['pr_auc']:.3f} | {m['ece']:.3f} "
+            f"| {gates[label]['status']} |"
         )
+    return lines
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    lines = ["# feedwarden evaluation (valid)", ""]
+    lines += _label_table(results["labels"], results["gates"])
+    lines += ["", "Janitr rows only (no presumed-clean negatives):", ""]
+    lines += _label_table(results.get("labels_janitr_rows_only", {}), results["gates"])
     lines += [
         "",
         f"micro-F1 {results['aggregate']['micro_f1']:.3f}, macro-F1 {results['aggregate']['macro_f1']:.3f}",

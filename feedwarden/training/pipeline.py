@@ -47,7 +47,7 @@ def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
     import torch
 
     from feedwarden.training.mixing import mix
-    from feedwarden.training.train import Encoded, load_tokenizer, train_model
+    from feedwarden.training.train import Encoded, load_tokenizer, train_model, validation_loss
 
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,9 @@ def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
         )
         models.append(model)
     model = _average(models)
+    if len(models) > 1:
+        histories["averaged"] = [{"valid_loss": validation_loss(model, sets["valid"])}]
+        log.info("weight-averaged model: %s", histories["averaged"])
     t = stage.mark("train", t)
     graphs = _export(model, out / "onnx")
     t = stage.mark("export", t)

@@ -121,8 +121,9 @@ def train_model(
     train: Encoded, valid: Encoded, n_safety: int, n_topic: int, config: PipelineConfig, seed: int
 ) -> tuple[TwoHeadClassifier, list[dict[str, float]]]:
     """Fine-tune from the pretrained encoder; returns the best-validation-loss model and history."""
-    seed_everything(seed)
+    seed_everything(config.seed)  # same head initialisation for every seed, so seeds can be averaged
     model = build_model(n_safety, n_topic)
+    seed_everything(seed)
     weight = torch.from_numpy(pos_weights(train.targets, train.mask, config.pos_weight_cap))
     steps_per_epoch = -(-len(train.ids) // config.batch_size)
     total = steps_per_epoch * config.epochs
