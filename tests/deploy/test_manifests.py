@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,22 +45,25 @@ def _workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _topic_specs(compose: dict[str, Any]) -> dict[str, tuple[int, dict[str, str]]]:
-    """topic -> (partitions, configs) from kafka-init's `create NAME PARTITIONS k=v...` lines."""
-    script = compose["services"]["kafka-init"]["command"][0]
-    script = re.sub(r"\\\n\s*", " ", script)  # join continued lines
+    """topic -> (partitions, configs), by running kafka-init's script with kafka-topics.sh stubbed
+    to print its arguments (compose's `$$` unescaped to `$`, as compose does)."""
+    init = compose["services"]["kafka-init"]
+    with tempfile.TemporaryDirectory() as scratch:
+        stub = Path(scratch) / "kafka-topics.sh"
+        stub.write_text('#!/bin/bash\necho "$@"\n')
+        stub.chmod(0o755)
+        script = init["command"][0].replace("$$", "$").replace("/opt/kafka/bin/kafka-topics.sh", str(stub))
+        result = subprocess.run([*init["entrypoint"], script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
     specs = {}
-    for line in script.splitlines():
-        match = re.match(r"\s*create\s+(\S+)\s+(\d+)\s*(.*)$", line)
-        if match:
-            configs = dict(re.findall(r"([\w.]+)=(\$\$\(\([^)]*\)\)|\S+)", match.group(3)))
-            specs[match.group(1)] = (int(match.group(2)), configs)
+    for line in result.stdout.splitlines():
+        args = line.split()
+        if "--create" in args:
+            assert args[args.index("--bootstrap-server") + 1] == "kafka:9092"
+            assert "--if-not-exists" in args  # the job may run again on every `up`
+            configs = dict(args[i + 1].split("=", 1) for i, arg in enumerate(args) if arg == "--config")
+            specs[args[args.index("--topic") + 1]] = (int(args[args.index("--partitions") + 1]), configs)
     return specs
-
-
-def _ms(value: str) -> int:
-    """`$$((7 * DAY))` (compose-escaped shell arithmetic) or a plain number, in milliseconds."""
-    match = re.fullmatch(r"\$\$\(\((\d+) \* DAY\)\)", value)
-    return int(match.group(1)) * DAY_MS if match else int(value)
 
 
 def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
@@ -94,8 +98,8 @@ def test_compose_topics(compose: dict[str, Any]) -> None:
     assert wanted <= set(specs), f"topics not created: {sorted(wanted - set(specs))}"
     assert specs["posts"][0] == 12
     for topic in ("decisions", "decisions.hide", "decisions.warn", "decisions.badge"):
-        assert _ms(specs[topic][1]["retention.ms"]) == 7 * DAY_MS, topic
-    assert _ms(specs["posts.dlq"][1]["retention.ms"]) == 14 * DAY_MS
+        assert int(specs[topic][1]["retention.ms"]) == 7 * DAY_MS, topic
+    assert int(specs["posts.dlq"][1]["retention.ms"]) == 14 * DAY_MS
     assert specs["model.updates"][1]["cleanup.policy"] == "compact"
 
 
