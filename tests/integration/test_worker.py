@@ -29,6 +29,8 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 3
 VALID = 1000
 MALFORMED = 40
+FEED_CHUNK = 50
+FEED_LEAD = 150
 
 
 @pytest.fixture()
@@ -95,10 +97,13 @@ async def _crash_and_takeover(bootstrap: str, topics: Topics, bundle: Bundle, tm
         def decided_ids() -> set[str]:
             return {key.decode() for key, _ in seen.records[topics.decisions]}
 
+        def outputs_seen() -> int:
+            return len(seen.records[topics.decisions]) + len(seen.records[topics.dlq])
+
         first.start()
         await first.wait_ready()
         started = time.monotonic()
-        feeding = asyncio.create_task(_feed(bootstrap, topics.posts, stream))
+        feeding = asyncio.create_task(_feed(bootstrap, topics.posts, stream, outputs_seen))
         await seen.wait_for(lambda: len(decided_ids()) >= VALID * 3 // 10, 120, "first decisions")
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # a crash: no graceful commit
         assert not feeding.done(), "the crash should land mid-stream"
@@ -163,13 +168,18 @@ def _bad_indexes(
 
 
 async def _feed(
-    bootstrap: str, topic: str, stream: list[tuple[bytes | None, bytes]]
+    bootstrap: str, topic: str, stream: list[tuple[bytes | None, bytes]], progress: Callable[[], int]
 ) -> list[tuple[int, int]]:
-    """Produce the stream at a steady pace (about 4 s), so a crash can land in the middle of it."""
+    """Produce in chunks, staying at most FEED_LEAD messages ahead of `progress()`.
+
+    Whatever the model's speed, the stream is then still flowing when the
+    worker is killed, and waits for the next worker to resume.
+    """
     positions: list[tuple[int, int]] = []
-    for start in range(0, len(stream), 52):
-        positions += await produce(bootstrap, topic, stream[start : start + 52])
-        await asyncio.sleep(0.2)
+    for start in range(0, len(stream), FEED_CHUNK):
+        while progress() < start - FEED_LEAD:
+            await asyncio.sleep(0.05)
+        positions += await produce(bootstrap, topic, stream[start : start + FEED_CHUNK])
     return positions
 
 
