@@ -10,7 +10,7 @@ when a label keeps drifting. No I/O here. Sketch of the worker's side::
                                     window_start=start, window_end=end)
     table[label, window] = table[label, window].merge(stats)        # per micro-batch
     ...                                                              # on window close:
-    alerts = evaluate_window(window_stats, manifest.reference, priors=calibration_priors)
+    alerts = evaluate_window(window_stats, manifest.reference)
     request = sustained.observe(WindowResult.of(window_stats, manifest.reference, alerts,
                                                 model_version=manifest.version))
 

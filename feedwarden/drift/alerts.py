@@ -100,14 +100,14 @@ def evaluate_window(
     alpha: float = DEFAULT_ALPHA,
     min_posts: int = DEFAULT_MIN_POSTS,
     correction: Correction = "holm",
-    priors: Mapping[str, float] | None = None,
 ) -> list[DriftAlert]:
     """Test every label of a closed window; return the alerts, ordered by label then test.
 
     Labels without a reference (e.g. just added by a new bundle) are skipped;
     a window binned differently from its reference raises `DriftError`.
-    `priors` are the calibration-set prevalences (mean calibrated probability)
-    for the EM estimate; without them it falls back to the reference histogram.
+    The EM prevalence estimate starts from each reference's `prior` (the
+    calibration set's mean calibrated probability); without one it falls back
+    to the reference histogram.
     """
     if not 0.0 < alpha < 1.0:
         raise DriftError(f"alpha {alpha} must be in (0, 1)")
@@ -124,7 +124,7 @@ def evaluate_window(
     adjusted = adjust(p_values, correction)
     levels = decision_levels(p_values, alpha, correction)
     return [
-        _alert(stats, ref, test, float(adj), float(level), (priors or {}).get(stats.label))
+        _alert(stats, ref, test, float(adj), float(level), ref.prior)
         for (stats, ref, test), adj, level in zip(tested, adjusted, levels, strict=True)
         if adj <= alpha
     ]

@@ -66,7 +66,10 @@ def reference_from_scores(
     counts = bin_scores(values, edges)
     rate = float(np.count_nonzero(values >= threshold)) / values.size
     hist = tuple(float(c) / values.size for c in counts)
-    return Reference(rate=rate, edges=tuple(float(e) for e in edges), hist=hist, n=int(values.size))
+    return Reference(
+        rate=rate, edges=tuple(float(e) for e in edges), hist=hist, n=int(values.size),
+        prior=float(values.mean()),
+    )
 
 
 @dataclass(frozen=True)

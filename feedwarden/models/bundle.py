@@ -12,9 +12,10 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -47,13 +48,16 @@ class Reference:
     """A label's score distribution on the realistic base-rate calibration set.
 
     `rate` is the share of posts flagged at the label's lowest acting
-    threshold; `hist` the share of posts per score bin, bins given by `edges`.
+    threshold; `hist` the share of posts per score bin, bins given by `edges`;
+    `prior` the mean calibrated probability (the prevalence the scores imply),
+    which the drift monitor's EM prevalence estimate starts from.
     """
 
     rate: float
     edges: tuple[float, ...]
     hist: tuple[float, ...]
     n: int
+    prior: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,10 @@ class Manifest:
             )
             calibration = {k: (float(a), float(b)) for k, (a, b) in data["calibration"].items()}
             reference = {
-                k: Reference(float(r["rate"]), tuple(r["edges"]), tuple(r["hist"]), int(r["n"]))
+                k: Reference(
+                    float(r["rate"]), tuple(r["edges"]), tuple(r["hist"]), int(r["n"]),
+                    None if r.get("prior") is None else float(r["prior"]),
+                )
                 for k, r in data.get("reference", {}).items()
             }
             manifest = cls(

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from feedwarden.models.bundle import MANIFEST, Bundle, BundleError, load_bundle, sha256_file
@@ -96,7 +96,7 @@ class Registry:
             manifest_sha256=sha256_file(bundle.path / MANIFEST),
             event=event,
             reason=reason,
-            at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / HISTORY).open("a", encoding="utf-8") as fh:

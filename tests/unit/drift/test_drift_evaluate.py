@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -141,10 +142,11 @@ def test_small_but_significant_shift_is_a_warning():
     assert severities == {"warning"}
 
 
-def test_priors_feed_the_prevalence_estimate():
+def test_reference_prior_feeds_the_prevalence_estimate():
     rng = np.random.default_rng(7)
     cells = {"hate": Cells.of(REFS["hate"]).shifted("rate", 3.0)}
     stats = draw(cells, rng, 2000)
-    with_prior = evaluate_window(stats, REFS, priors={"hate": 0.02})[0].estimated_prevalence
+    refs = {"hate": dataclasses.replace(REFS["hate"], prior=0.02)}
+    with_prior = evaluate_window(stats, refs)[0].estimated_prevalence
     without = evaluate_window(stats, REFS)[0].estimated_prevalence
     assert with_prior != without
