@@ -60,7 +60,7 @@ class Scores:
 
     def row(self, i: int) -> dict[str, float]:
         labels, probs = self.flat()
-        return {label: float(p) for label, p in zip(labels, probs[i])}
+        return {label: float(p) for label, p in zip(labels, probs[i], strict=True)}
 
 
 class Engine:
@@ -92,8 +92,12 @@ class Engine:
             _announced.add(serving)
         self.provider = serving
         self._check_graph()
-        self._a = {h.name: np.array([manifest.calibration[l][0] for l in h.labels], np.float32) for h in manifest.heads}
-        self._b = {h.name: np.array([manifest.calibration[l][1] for l in h.labels], np.float32) for h in manifest.heads}
+        platt = {
+            h.name: np.array([manifest.calibration[label] for label in h.labels], np.float32)
+            for h in manifest.heads
+        }
+        self._a = {head: ab[:, 0] for head, ab in platt.items()}
+        self._b = {head: ab[:, 1] for head, ab in platt.items()}
 
     def _check_graph(self) -> None:
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
@@ -129,7 +133,7 @@ class Engine:
             rows = order[start : start + self.batch_size]
             ids, mask = _pad([encodings[i] for i in rows])
             outputs = self.session.run([h.output for h in heads], {"input_ids": ids, "attention_mask": mask})
-            for head, logits in zip(heads, outputs):
+            for head, logits in zip(heads, outputs, strict=True):
                 probs[head.name][rows] = _sigmoid(logits * self._a[head.name] + self._b[head.name])
         return Scores(self.labels, probs)
 

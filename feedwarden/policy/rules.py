@@ -48,7 +48,7 @@ class Rule:
             if not 0.0 <= float(value) <= 1.0:
                 raise PolicyError(f"rule {self.label!r}: {action} threshold {value} not in [0, 1]")
         ordered = sorted(self.thresholds.items(), key=lambda kv: SEVERITY[kv[0]])
-        for (mild, low), (severe, high) in zip(ordered, ordered[1:]):
+        for (mild, low), (severe, high) in zip(ordered, ordered[1:], strict=False):
             if high < low:
                 raise PolicyError(
                     f"rule {self.label!r}: {severe} threshold {high} is below {mild} threshold {low}"
@@ -139,7 +139,7 @@ class Policy:
             if owner.get(rule.label) != rule.head:
                 raise PolicyError(
                     f"rule {rule.label!r} on head {rule.head!r}, "
-                    f"but the model gives it {'no head' if rule.label not in owner else owner[rule.label]}"
+                    f"but the model gives it {owner.get(rule.label, 'no head')}"
                 )
 
     def decide(self, scores: Mapping[str, float]) -> Decision:
