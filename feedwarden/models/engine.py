@@ -124,18 +124,28 @@ class Engine:
         return self.score_encoded(self.tokenize(texts))
 
     def score_encoded(self, encodings: Sequence[Encoding]) -> Scores:
-        """Run the graph over length-sorted batches; rows return in input order."""
+        """Calibrated probabilities; rows return in input order."""
+        raw = self.logits_encoded(encodings)
+        probs = {head: _sigmoid(raw[head] * self._a[head] + self._b[head]) for head in raw}
+        return Scores(self.labels, probs)
+
+    def logits(self, texts: Sequence[str]) -> Scores:
+        """Raw (uncalibrated) logits, for re-fitting the calibration (`Scores.probs` holds logits)."""
+        return Scores(self.labels, self.logits_encoded(self.tokenize(texts)))
+
+    def logits_encoded(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """Run the graph over length-sorted batches; raw logits per head, rows in input order."""
         heads = self.bundle.manifest.heads
         n = len(encodings)
-        probs = {h.name: np.empty((n, len(h.labels)), np.float32) for h in heads}
+        logits = {h.name: np.empty((n, len(h.labels)), np.float32) for h in heads}
         order = sorted(range(n), key=lambda i: len(encodings[i].ids))
         for start in range(0, n, self.batch_size):
             rows = order[start : start + self.batch_size]
             ids, mask = _pad([encodings[i] for i in rows])
             outputs = self.session.run([h.output for h in heads], {"input_ids": ids, "attention_mask": mask})
-            for head, logits in zip(heads, outputs, strict=True):
-                probs[head.name][rows] = _sigmoid(logits * self._a[head.name] + self._b[head.name])
-        return Scores(self.labels, probs)
+            for head, out in zip(heads, outputs, strict=True):
+                logits[head.name][rows] = out
+        return logits
 
 
 def _pad(encodings: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
