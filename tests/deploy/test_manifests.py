@@ -179,7 +179,9 @@ def test_deployment_security(k8s: dict) -> None:
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
     container = _container(k8s)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}  # Faust's datadir
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert {"/tmp", "/var/lib/feedwarden"} <= writable  # Faust's datadir; $HOME (onnxruntime's cache)
+    assert "HOME=/var/lib/feedwarden" in DOCKERFILE.read_text()
 
 
 def test_deployment_env_sources(k8s: dict) -> None:
