@@ -59,6 +59,7 @@ def _register_training(commands: argparse._SubParsersAction[argparse.ArgumentPar
         logging.getLogger(__name__).debug("training commands unavailable: %s", exc)
         return
     module.register(commands)
+    importlib.import_module("feedwarden.training.retrain").register(commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,275 @@
+"""Recalibrate a serving bundle: base-rate calibration set -> Platt + thresholds -> gates.
+
+Data discipline: thresholds and Platt parameters are fitted on the corpus's
+calib split only (Janitr calib, TweetEval's calib carve-out of train, and
+presumed-clean fill), and the release gates are judged on its valid split
+(Janitr valid, TweetEval val, TweetTopic validation, presumed-clean fill) —
+the same splits the training pipeline uses. The data directory has no test
+split, and none would be read. Moderator verdicts join one side or the other
+by a hash of the post id (`training.feedback.half`).
+
+The Janitr + presumed-clean part of each split is rebuilt at a realistic base
+rate (`clean_share` of its rows carry no safety label), with the verdict rows
+counted as labelled rows. Drift references are measured on the calib part
+without verdicts (reviewed posts are not a sample of the stream).
+
+Which labels have rules, their tiers and FPR budgets come from the serving
+policy, so operators' edits survive; threshold values (and the action shape:
+hide + warn for safety, badge for topics) are the training pipeline's. A
+label with too little calib data keeps its serving calibration and rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feedwarden.drift.stats import reference_from_scores
+from feedwarden.models.bundle import Bundle, Manifest, Reference
+from feedwarden.models.engine import Engine
+from feedwarden.policy.rules import Policy, Rule
+from feedwarden.training import calibrate as cal
+from feedwarden.training.config import PipelineConfig
+from feedwarden.training.corpus import load_corpus
+from feedwarden.training.data import Example
+from feedwarden.training.evaluate import evaluate
+from feedwarden.training.feedback import with_feedback_sources
+from feedwarden.training.mixing import base_rate_set
+from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration
+from feedwarden.training.views import DEFAULT_FPR_BUDGET, FPR_BUDGETS, SCAM_BUCKET, TaskView
+
+PRESUMED = "presumed_clean"
+MIN_POSITIVES = 5
+MIN_NEGATIVES = 20
+DEFAULT_EDGES = tuple(round(float(e), 4) for e in np.linspace(0.0, 1.0, 21))
+_RECAL_SUFFIX = re.compile(r"(-r\d{8}T\d{6}Z)+$")
+_KEEP_METRICS = ("threshold", "precision", "recall", "f1", "fpr", "support", "pr_auc", "ece")
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Labelled rows: `calib` tunes, `valid` judges the gates."""
+
+    calib: list[Example]
+    valid: list[Example]
+
+
+def load_pools(data: Path, clean_share: float, seed: int, eval_rows: int | None = None) -> Pools:
+    """The training corpus's calib and valid splits at `clean_share` (optionally subsampled)."""
+    config = PipelineConfig(seed=seed, calib_clean_share=clean_share, eval_rows=eval_rows)
+    corpus = load_corpus(data, config)
+    return Pools(corpus.calib, corpus.valid)
+
+
+def is_flagged(row: Example, safety: Sequence[str]) -> bool:
+    """Whether a row carries any safety label (raw scam-bucket names count too)."""
+    return bool(row.labels & (SCAM_BUCKET | set(safety)))
+
+
+def at_base_rate(
+    rows: Sequence[Example], extra: Sequence[Example], safety: Sequence[str], clean_share: float, seed: int
+) -> list[Example]:
+    """`rows` with their Janitr + presumed-clean part rebuilt, `extra` labelled rows added,
+    so that `clean_share` of that part has no safety label; other sources are kept as they are."""
+    base = [r for r in rows if r.source in REFERENCE_SOURCES]
+    labelled = [r for r in base if r.source != PRESUMED] + list(extra)
+    presumed = [r for r in base if r.source == PRESUMED]
+    chosen = base_rate_set(labelled, presumed, lambda r: is_flagged(r, safety), clean_share, seed)
+    return chosen + [r for r in rows if r.source not in REFERENCE_SOURCES]
+
+
+def clean_share_of(rows: Sequence[Example], safety: Sequence[str]) -> float:
+    """The clean share of the base-rate part (Janitr, presumed clean, verdicts)."""
+    part = [r for r in rows if r.source in REFERENCE_SOURCES or r.source.startswith("feedback/")]
+    return 1.0 - sum(is_flagged(r, safety) for r in part) / max(1, len(part))
+
+
+def version_name(serving: str, now: datetime) -> str:
+    """`<base>-r<UTC timestamp>`; an earlier recalibration suffix is replaced, not stacked."""
+    return f"{_RECAL_SUFFIX.sub('', serving)}-r{now.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def view_of(manifest: Manifest, rows: Sequence[Example]) -> TaskView:
+    view = TaskView(safety=manifest.head("safety").labels, topic=manifest.head("topic").labels)
+    return with_feedback_sources(view, rows)
+
+
+def raw_logits(engine: Engine, rows: Sequence[Example], view: TaskView) -> np.ndarray:
+    labels, logits = engine.logits([r.text for r in rows]).flat()
+    if labels != view.labels:
+        raise ValueError(f"engine label order {labels} differs from the manifest's {view.labels}")
+    return np.asarray(logits, np.float32)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recalibrated bundle-to-be and its evaluation on the gate set."""
+
+    calibration: dict[str, tuple[float, float]]
+    policy: Policy
+    references: dict[str, Reference]
+    results: dict[str, Any]
+    thresholds: dict[str, Any]
+    kept: tuple[str, ...] = field(default=())
+
+    @property
+    def failures(self) -> dict[str, list[str]]:
+        gates = self.results["gates"]
+        return {label: g["failures"] for label, g in gates.items() if g["status"] == "fail"}
+
+
+def recalibrate(
+    bundle: Bundle,
+    serving_policy: Policy,
+    calib_logits: np.ndarray,
+    pools: Pools,
+    view: TaskView,
+    version: str,
+    config: PipelineConfig,
+) -> tuple[dict[str, tuple[float, float]], Policy, dict[str, Any], tuple[str, ...]]:
+    """Platt per label and thresholds under the serving rules' FPR budgets, on calib."""
+    targets, mask = view.targets(pools.calib)
+    fitted = cal.calibrate_all(calib_logits, targets, mask, view.labels)
+    usable = {lab for j, lab in enumerate(view.labels) if _enough(targets[:, j], mask[:, j])}
+    calibration = {
+        lab: fitted[lab] if lab in usable else bundle.manifest.calibration[lab] for lab in view.labels
+    }
+    probs = apply_calibration(calib_logits, view, calibration)
+    rules, info = {}, {}
+    for label, rule in serving_policy.rules.items():
+        if label not in usable:
+            rules[label] = rule
+            continue
+        j = view.labels.index(label)
+        chosen = mask[:, j] > 0
+        rules[label], info[label] = retune(rule, probs[chosen, j], targets[chosen, j], config)
+    kept = tuple(sorted(set(serving_policy.rules) - usable))
+    return calibration, Policy(version, rules), info, kept
+
+
+def _enough(targets: np.ndarray, mask: np.ndarray) -> bool:
+    annotated = targets[mask > 0]
+    positives = int(annotated.sum())
+    return positives >= MIN_POSITIVES and len(annotated) - positives >= MIN_NEGATIVES
+
+
+def retune(rule: Rule, scores: np.ndarray, truth: np.ndarray, config: PipelineConfig) -> tuple[Rule, dict]:
+    """New thresholds for one rule, its tier and budget kept."""
+    if rule.head == "safety":
+        budget = rule.fpr_budget or FPR_BUDGETS.get(rule.label, DEFAULT_FPR_BUDGET)
+        thresholds, info = cal.safety_thresholds(
+            scores, truth, budget, config.hide_budget_ratio, config.confidence
+        )
+        return Rule(rule.label, "safety", thresholds, rule.tier, budget), info
+    info = {"calib_positives": int(truth.sum()), "calib_rows": len(truth)}
+    return Rule(rule.label, "topic", {"badge": cal.topic_threshold(scores, truth)}, rule.tier), info
+
+
+def build_references(
+    probs: np.ndarray,
+    rows: Sequence[Example],
+    view: TaskView,
+    policy: Policy,
+    serving: Mapping[str, Reference],
+) -> dict[str, Reference]:
+    """Per ruled label, the score distribution on calib's base-rate rows (no verdicts),
+    binned on the serving reference's edges so windows keep their bins."""
+    chosen = [i for i, r in enumerate(rows) if r.source in REFERENCE_SOURCES]
+    if not chosen:
+        return dict(serving)
+    out = {}
+    for label, rule in policy.rules.items():
+        edges = serving[label].edges if label in serving else DEFAULT_EDGES
+        column = probs[chosen, view.labels.index(label)]
+        out[label] = reference_from_scores(column, rule.lowest_threshold, edges)
+    return out
+
+
+def judge(
+    logits: np.ndarray,
+    rows: Sequence[Example],
+    view: TaskView,
+    calibration: Mapping[str, tuple[float, float]],
+    policy: Policy,
+) -> dict[str, Any]:
+    """`evaluate` (metrics and gates) over the labels the policy has rules for."""
+    ruled = [j for j, lab in enumerate(view.labels) if lab in policy.rules]
+    sub = TaskView(
+        safety=tuple(lab for lab in view.safety if lab in policy.rules),
+        topic=tuple(lab for lab in view.topic if lab in policy.rules),
+        sources=view.sources,
+    )
+    probs = apply_calibration(logits, view, dict(calibration))
+    return evaluate(rows, probs[:, ruled], sub, _with_hide(policy))
+
+
+def _with_hide(policy: Policy) -> Policy:
+    """`evaluate` reports hide metrics for every safety rule; a hand-written rule without a
+    hide action is measured at its most severe threshold instead (gates do not use it)."""
+    rules = {
+        label: replace(rule, thresholds={**rule.thresholds, "hide": max(rule.thresholds.values())})
+        if rule.head == "safety" and "hide" not in rule.thresholds
+        else rule
+        for label, rule in policy.rules.items()
+    }
+    return Policy(policy.version, rules)
+
+
+def candidate(
+    bundle: Bundle,
+    serving_policy: Policy,
+    engine: Engine,
+    pools: Pools,
+    version: str,
+    config: PipelineConfig,
+) -> tuple[Candidate, dict[str, Any]]:
+    """The recalibrated candidate, and the serving bundle's results on the same gate set."""
+    view = view_of(bundle.manifest, pools.calib + pools.valid)
+    calib_logits = raw_logits(engine, pools.calib, view)
+    valid_logits = raw_logits(engine, pools.valid, view)
+    calibration, policy, info, kept = recalibrate(
+        bundle, serving_policy, calib_logits, pools, view, version, config
+    )
+    probs = apply_calibration(calib_logits, view, calibration)
+    references = build_references(probs, pools.calib, view, policy, bundle.manifest.reference)
+    results = judge(valid_logits, pools.valid, view, calibration, policy)
+    before = judge(valid_logits, pools.valid, view, bundle.manifest.calibration, serving_policy)
+    return Candidate(calibration, policy, references, results, info, kept), before
+
+
+def manifest_metrics(
+    results: Mapping[str, Any], serving: Manifest, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What the new manifest records: gate-set figures, the graph's variant/parity, provenance."""
+    carried = {k: serving.metrics[k] for k in ("variant", "int8_parity") if k in serving.metrics}
+    return json_safe(
+        carried
+        | {
+            "split": "valid",
+            "labels": {lab: {k: m[k] for k in _KEEP_METRICS} for lab, m in results["labels"].items()},
+            "aggregate": results["aggregate"],
+            "janitr": results["janitr"],
+            "tweeteval": results["tweeteval"],
+            "gates": {lab: g["status"] for lab, g in results["gates"].items()},
+            "recalibration": dict(extra),
+        }
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON: numpy scalars as Python numbers, NaN/inf as null."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,295 @@
+"""The retrain job without a broker: base-rate sets, gates, versions, message contracts, dedupe."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feedwarden.models.bundle import Bundle, load_bundle
+from feedwarden.models.engine import Engine
+from feedwarden.models.registry import Registry, check_version
+from feedwarden.models.updates import ModelUpdate, UpdateError, decode
+from feedwarden.training import feedback, recalibration, retrain
+from feedwarden.training.data import Example
+from feedwarden.training.recalibration import Pools, at_base_rate, clean_share_of, version_name
+from feedwarden.training.views import UMBRELLA, TaskView
+
+NOW = datetime(2026, 11, 22, 1, 30, 0, tzinfo=UTC)
+DIGEST = "ab" * 32
+SAFETY = ("scam", "phishing", "spam", "promo", "hate", "offensive")
+# text template -> labels, for the tiny keyword bundle
+POSITIVES = {
+    "scam alert {i}": {"scam"},
+    "verify password {i}": {"phishing"},
+    "buy discount {i}": {"spam", "promo"},
+}
+TOPICS = {"bitcoin {i}": {"topic_crypto"}, "election {i}": {"topic_news"}, "match {i}": {"topic_sports"}}
+
+
+def _row(text: str, labels: set[str], source: str = "janitr", split: str = "calib") -> Example:
+    return Example(id=f"{source}:{text}", text=text, labels=frozenset(labels), source=source, split=split)
+
+
+def _pool(per_label: int, presumed: int, split: str, inverted: bool = False) -> list[Example]:
+    """Janitr-like labelled rows and presumed-clean fill for the tiny bundle.
+
+    `inverted` attaches the labels to plain texts and leaves the trigger texts unlabelled,
+    so a model that fires on the triggers looks useless."""
+    rows = []
+    for template, labels in (POSITIVES | TOPICS).items():
+        for i in range(per_label):
+            text = template.format(i=i)
+            if inverted:
+                plain = f"hello world {len(rows)}"
+                rows += [_row(plain, labels, split=split), _row(text, {"clean"}, split=split)]
+            else:
+                rows.append(_row(text, labels, split=split))
+    rows += [_row(f"hello lovely day {i}", {"clean"}, split=split) for i in range(per_label)]
+    rows += [_row(f"the world {split} {i}", set(), "presumed_clean", split) for i in range(presumed)]
+    return rows
+
+
+# ------------------------------------------------------------------ base-rate calibration set
+
+
+@pytest.mark.parametrize("share", [0.90, 0.95, 0.98])
+def test_base_rate_share_is_exact_for_a_seeded_pool(share: float) -> None:
+    positives = [_row(f"scam {i}", {"scam"}) for i in range(40)]
+    clean = [_row(f"day {i}", {"clean"}) for i in range(60)]
+    presumed = [_row(f"p {i}", set(), "presumed_clean") for i in range(2000)]
+    other = [_row(f"hate {i}", {"hate"}, "tweeteval_hate") for i in range(30)]
+    rows = at_base_rate(positives + clean + presumed + other, [], SAFETY, share, seed=7)
+    base = [r for r in rows if r.source in ("janitr", "presumed_clean")]
+    flagged = sum(bool(r.labels & {"scam"}) for r in base)
+    assert flagged == 40
+    assert len(base) - flagged == round(40 * share / (1 - share))
+    assert clean_share_of(rows, SAFETY) == pytest.approx(share, abs=1e-12)
+    assert [r for r in rows if r.source == "tweeteval_hate"] == other
+    assert all(r in positives + clean for r in base if r.source == "janitr")
+
+
+def test_base_rate_set_counts_verdicts_and_is_deterministic() -> None:
+    rows = [_row(f"scam {i}", {"scam"}) for i in range(20)] + [
+        _row(f"p {i}", set(), "presumed_clean") for i in range(1000)
+    ]
+    verdicts = [_row(f"v {i}", {"scam"}, "feedback/scam") for i in range(10)]
+    verdicts += [_row(f"o {i}", set(), "feedback/scam") for i in range(5)]
+    first = at_base_rate(rows, verdicts, SAFETY, 0.95, seed=3)
+    assert first == at_base_rate(rows, verdicts, SAFETY, 0.95, seed=3)
+    assert set(verdicts) <= set(first)
+    assert clean_share_of(first, SAFETY) == pytest.approx(0.95)
+
+
+# ------------------------------------------------------------------ version names
+
+
+def test_version_name_appends_a_utc_stamp_once() -> None:
+    first = version_name("2026.11.22.010804", NOW)
+    assert first == "2026.11.22.010804-r20261122T013000Z"
+    later = version_name(first, datetime(2026, 11, 23, 0, 0, 1, tzinfo=UTC))
+    assert later == "2026.11.22.010804-r20261123T000001Z"
+    assert check_version(later) == later
+
+
+# ------------------------------------------------------------------ model.updates contract
+
+
+def test_update_round_trip_and_unknown_fields() -> None:
+    update = ModelUpdate(
+        "v1-r20261122T013000Z", DIGEST, "promote", "drift", NOW.isoformat(), {"labels": ["scam"]}
+    )
+    assert decode(update.encode()) == update
+    data = json.loads(update.encode()) | {"extra": 1}
+    assert decode(json.dumps(data)) == update
+    shadow = ModelUpdate.shadow("v2", DIGEST, "candidate")
+    assert decode(shadow.encode()).event == "shadow"
+    assert decode(shadow.encode()).request is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"version": "../etc"},
+        {"manifest_sha256": "AB" * 32},
+        {"manifest_sha256": "ab"},
+        {"event": "delete"},
+        {"at": "2026-11-22T01:30:00"},
+        {"at": "yesterday"},
+        {"request": ["scam"]},
+        {"reason": 3},
+    ],
+)
+def test_update_validation_refuses(change: dict[str, object]) -> None:
+    good = ModelUpdate("v1", DIGEST, "rollback", "r", NOW.isoformat()).to_dict()
+    with pytest.raises(UpdateError):
+        decode(json.dumps(good | change))
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1]", b'{"version": "v1"}', b"\xff"])
+def test_update_decode_refuses_garbage(raw: bytes) -> None:
+    with pytest.raises(UpdateError):
+        decode(raw)
+
+
+# ------------------------------------------------------------------ feedback contract
+
+
+def _verdict(
+    post: str, labels: list[str], verdict: str, at: str = "2026-11-22T01:00:00Z"
+) -> feedback.Verdict:
+    return feedback.Verdict(post, f"text of {post}", tuple(labels), verdict, at)
+
+
+def test_feedback_parse_keeps_the_latest_verdict_per_post() -> None:
+    records = [
+        _verdict("1", ["scam"], "confirm").encode(),
+        _verdict("1", ["scam"], "overturn", "2026-11-22T02:00:00Z").encode(),
+        _verdict("2", ["spam"], "confirm").encode(),
+        b'{"post_id": "3", "text": "t", "labels": [], "verdict": "confirm", "at": "2026-11-22T01:00:00Z"}',
+        b'{"post_id": "4", "text": "t", "labels": ["scam"], "verdict": "maybe", "at": "2026-11-22"}',
+        b"{}",
+    ]
+    read = feedback.parse(records)
+    assert read.summary() == {"records": 6, "invalid": 3, "posts": 2}
+    assert {v.post_id: v.verdict for v in read.verdicts} == {"1": "overturn", "2": "confirm"}
+
+
+def test_feedback_rows_annotate_only_their_labels() -> None:
+    view = TaskView(safety=("scam", "spam", UMBRELLA), topic=("topic_crypto",))
+    confirm = feedback.to_example(_verdict("1", ["scam", "unknown"], "confirm"), view)
+    overturn = feedback.to_example(_verdict("2", ["spam"], "overturn"), view)
+    assert feedback.to_example(_verdict("3", ["unknown"], "confirm"), view) is None
+    assert confirm is not None and overturn is not None
+    extended = feedback.with_feedback_sources(view, [confirm, overturn])
+    targets, mask = extended.targets([confirm, overturn])
+    column = {lab: j for j, lab in enumerate(view.labels)}
+    assert targets[0, column["scam"]] == 1 and targets[0, column[UMBRELLA]] == 1
+    assert mask[0, column["spam"]] == 0 and mask[0, column["topic_crypto"]] == 0
+    assert targets[1, column["spam"]] == 0 and mask[1, column["spam"]] == 1
+    assert mask[1, column[UMBRELLA]] == 0
+    assert feedback.half("1") == feedback.half("1") and {feedback.half(str(i)) for i in range(20)} == {
+        "calib",
+        "valid",
+    }
+
+
+# ------------------------------------------------------------------ the job on the tiny bundle
+
+
+def test_engine_logits_are_the_uncalibrated_scores(tiny_bundle: Bundle) -> None:
+    engine = Engine(tiny_bundle, providers="cpu")
+    texts = ["free crypto scam", "hello world", "verify your password"]
+    _, logits = engine.logits(texts).flat()
+    _, probs = engine.score(texts).flat()
+    assert np.allclose(1 / (1 + np.exp(-logits)), probs, atol=1e-6)
+    assert logits.max() == pytest.approx(8.0)
+
+
+@pytest.fixture
+def job(tmp_path: Path, tiny_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> retrain.Options:
+    """Options for a broker-free run; verdicts none, publishing recorded."""
+    sent: list[tuple[str, str, ModelUpdate]] = []
+    monkeypatch.setattr(retrain, "_feedback", lambda options, serving: ([], {"records": 0}))
+    monkeypatch.setattr(
+        retrain, "publish", lambda bootstrap, topic, key, update: sent.append((topic, key, update))
+    )
+    monkeypatch.setattr(retrain, "SENT", sent, raising=False)
+    return retrain.Options(
+        data=tmp_path / "data",
+        registry=tmp_path / "registry",
+        bundle=tiny_bundle.path,
+        bootstrap="127.0.0.1:9",
+        request={"labels": ["scam"], "model_version": "tiny-1"},
+    )
+
+
+def _use_pools(monkeypatch: pytest.MonkeyPatch, calib: list[Example], valid: list[Example]) -> None:
+    monkeypatch.setattr(recalibration, "load_pools", lambda *args, **kwargs: Pools(calib, valid))
+
+
+def test_passing_candidate_is_written_promoted_and_announced(
+    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid"))
+    outcome = retrain.run_once(job, now=lambda: NOW)
+    assert outcome.status == "promoted" and outcome.exit_code == 0
+    assert outcome.version == "tiny-1-r20261122T013000Z"
+    registry = Registry(job.registry)
+    assert [p.version for p in registry.history()] == ["tiny-1", outcome.version]
+    [(topic, key, update)] = retrain.SENT  # type: ignore[attr-defined]
+    assert (topic, key, update.event) == ("model.updates", "tiny-keywords", "promote")
+    assert update.request == job.request
+    bundle = registry.load(update.version, update.manifest_sha256)
+    original = load_bundle(job.bundle)  # type: ignore[arg-type]
+    assert bundle.manifest.files["model.onnx"] == original.manifest.files["model.onnx"]
+    assert bundle.manifest.metrics["gates"]["scam"] == "pass"
+    assert set(bundle.manifest.reference) == set(json.loads(bundle.policy_path.read_text())["rules"])
+    assert outcome.details["clean_share"]["calib"] == pytest.approx(0.95)
+    Engine(bundle, providers="cpu").score(["scam"])  # the new bundle serves
+
+
+def test_failing_candidate_is_neither_written_nor_published(
+    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid", inverted=True))
+    outcome = retrain.run_once(job, now=lambda: NOW)
+    assert outcome.status == "gates_failed" and outcome.exit_code == retrain.EXIT_GATES
+    assert "scam" in outcome.reason and "retraining needed" in outcome.reason
+    assert outcome.version is None and outcome.update is None
+    assert Registry(job.registry).versions() == ["tiny-1"]
+    assert retrain.SENT == []  # type: ignore[attr-defined]
+
+
+def test_shadow_candidate_is_announced_but_not_promoted(
+    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid"))
+    outcome = retrain.run_once(retrain.Options(**{**job.__dict__, "shadow": True}), now=lambda: NOW)
+    registry = Registry(job.registry)
+    assert outcome.status == "shadowed"
+    assert registry.current().version == "tiny-1"  # type: ignore[union-attr]
+    [(_, _, update)] = retrain.SENT  # type: ignore[attr-defined]
+    assert update.event == "shadow" and registry.load(update.version, update.manifest_sha256)
+
+
+def test_labels_without_calib_data_keep_their_serving_rule(
+    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid"))
+    outcome = retrain.run_once(job, now=lambda: NOW)
+    thresholds = outcome.details["thresholds"]
+    assert "hate" in outcome.details["kept_serving_rule"]  # Janitr rows say nothing about hate
+    assert thresholds["hate"]["after"] == thresholds["hate"]["before"]
+    assert thresholds["scam"]["after"] != thresholds["scam"]["before"]
+
+
+# ------------------------------------------------------------------ serve mode: dedupe
+
+
+def test_requests_are_deduplicated_and_stale_ones_skipped(tmp_path: Path, tiny_bundle: Bundle) -> None:
+    registry = Registry(tmp_path / "registry")
+    retrain.serving_bundle(registry, tiny_bundle.path)
+    options = retrain.Options(data=tmp_path, registry=registry.root)
+    ledger = retrain.Ledger.open(tmp_path / "ledger.jsonl")
+    runs: list[dict[str, object]] = []
+
+    def job(opts: retrain.Options) -> retrain.Outcome:
+        runs.append(dict(opts.request or {}))
+        return retrain.Outcome("gates_failed", "tiny-1", "no")
+
+    request = {"labels": ["spam", "scam"], "model_version": "tiny-1", "evidence": []}
+    same = request | {"labels": ["scam", "spam"], "requested_at": "later"}
+    handle = retrain.handle_request
+    assert handle(json.dumps(request).encode(), options, ledger, job) == "gates_failed"
+    assert handle(json.dumps(same).encode(), options, ledger, job) == "duplicate"
+    stale = {"labels": ["scam"], "model_version": "old"}
+    assert handle(json.dumps(stale).encode(), options, ledger, job) == "stale"
+    assert handle(b"{not json", options, ledger, job) == "malformed"
+    assert handle(b'{"labels": "scam"}', options, ledger, job) == "malformed"
+    assert runs == [request]
+    reopened = retrain.Ledger.open(tmp_path / "ledger.jsonl")
+    assert handle(json.dumps(request).encode(), options, reopened, job) == "duplicate"
