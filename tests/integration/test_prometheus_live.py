@@ -94,6 +94,7 @@ class Worker:
     port: int
     log: Path
     topics: dict[str, str]
+    process: subprocess.Popen[bytes]
 
     @property
     def url(self) -> str:
@@ -136,7 +137,7 @@ def worker(
     with log.open("wb") as out:
         process = subprocess.Popen(_worker_command(), env=env, cwd=scratch, stdin=subprocess.DEVNULL,
                                    stdout=out, stderr=subprocess.STDOUT)
-    handle = Worker(port, log, topics)
+    handle = Worker(port, log, topics, process)
     try:
         def ready() -> bool:
             assert process.poll() is None, f"worker exited with {process.returncode}\n{_tail(log)}"
@@ -304,3 +305,18 @@ def test_promtool_accepts_the_exposition(busy_worker: Worker) -> None:
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=busy_worker.metrics(), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stopped_worker_is_seen_down(prometheus: Prometheus, busy_worker: Worker) -> None:
+    """Last in this module: stops the worker. `up` drops to 0 and FeedwardenWorkerDown goes
+    pending (it fires after its `for: 2m`)."""
+    _stop(busy_worker.process)
+    _wait_for("up == 0", lambda: prometheus.query('up{job="feedwarden"} == 0') or None, 30,
+              lambda: json.dumps(prometheus.api("targets"), indent=1)[:3000])
+
+    def pending() -> bool:
+        return any(a["labels"]["alertname"] == "FeedwardenWorkerDown" and a["state"] == "pending"
+                   for a in prometheus.api("alerts")["alerts"])
+
+    _wait_for("FeedwardenWorkerDown to be pending", pending, 30,
+              lambda: json.dumps(prometheus.api("alerts"), indent=1)[:3000])
