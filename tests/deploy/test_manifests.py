@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from feedwarden.models.updates import UPDATES_TOPIC
 from feedwarden.stream.settings import Settings, Topics
+from feedwarden.training.retrain import Topics as RetrainTopics
 from tests.deploy.support import COMPOSE, DEPLOY, K8S, PROMETHEUS_CONFIG, ROOT, load_yaml, load_yaml_all
 
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -94,13 +96,15 @@ def test_compose_worker_env_is_understood_by_the_worker(compose: dict[str, Any],
 
 def test_compose_topics(compose: dict[str, Any]) -> None:
     specs = _topic_specs(compose)
-    wanted = set(Topics().all()) | {"drift.alerts", "retrain.requests", "model.updates"}
+    retrain = RetrainTopics()
+    wanted = set(Topics().all()) | {UPDATES_TOPIC, retrain.requests, retrain.feedback, retrain.updates,
+                                    "drift.alerts"}
     assert wanted <= set(specs), f"topics not created: {sorted(wanted - set(specs))}"
     assert specs["posts"][0] == 12
     for topic in ("decisions", "decisions.hide", "decisions.warn", "decisions.badge"):
         assert int(specs[topic][1]["retention.ms"]) == 7 * DAY_MS, topic
     assert int(specs["posts.dlq"][1]["retention.ms"]) == 14 * DAY_MS
-    assert specs["model.updates"][1]["cleanup.policy"] == "compact"
+    assert specs[UPDATES_TOPIC][1]["cleanup.policy"] == "compact"  # keyed by bundle name
 
 
 def test_prometheus_scrapes_every_worker(compose: dict[str, Any]) -> None:
