@@ -1,0 +1,204 @@
+"""`feedwarden retrain --once` and `rollback` against a real broker, the released bundle and real data.
+
+Needs the labelled data (`$FEEDWARDEN_DATA`, default `<repo>/../shared/data`)
+and a released bundle (`$FEEDWARDEN_TEST_BUNDLE`, default the packaged one);
+skipped, saying which, when either is absent. About a minute on two cores:
+the job scores the calib and gate sets (~7k posts) with the real graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from feedwarden.models.bundle import default_bundle_path, load_bundle
+from feedwarden.models.registry import Registry
+from feedwarden.models.updates import decode
+from feedwarden.stream.broker import create_topics
+from feedwarden.training.data import data_root
+from feedwarden.training.feedback import Verdict
+from tests.integration.helpers import produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.data]
+VERDICTS = [
+    Verdict(
+        "fb-1",
+        "Claim your free BTC now, send 0.1 to double it!!",
+        ("scam",),
+        "confirm",
+        "2026-11-22T01:00:00Z",
+    ),
+    Verdict(
+        "fb-2",
+        "Lovely sunset at the beach with the kids today",
+        ("spam",),
+        "overturn",
+        "2026-11-22T01:01:00Z",
+    ),
+    Verdict(
+        "fb-3",
+        "DM me to recover your hacked wallet, fee upfront",
+        ("scam",),
+        "confirm",
+        "2026-11-22T01:02:00Z",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    root = data_root()
+    if not (root / "janitr" / "calib.jsonl").is_file():
+        pytest.skip(f"no labelled data at {root} (set FEEDWARDEN_DATA)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Path:
+    path = Path(os.environ.get("FEEDWARDEN_TEST_BUNDLE", default_bundle_path()))
+    if not (path / "manifest.json").is_file():
+        pytest.skip(f"no released bundle at {path} yet (set FEEDWARDEN_TEST_BUNDLE)")
+    return path
+
+
+def _cli(*args: str, timeout: float = 150.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "feedwarden.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+async def _read_all(
+    bootstrap: str, topic: str, want: int, timeout: float = 20.0
+) -> list[tuple[bytes, bytes]]:
+    """Every record on `topic` from the earliest offset: at least `want`, then 2 s of quiet."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[tuple[bytes, bytes]] = []
+    try:
+        deadline, quiet = time.monotonic() + timeout, time.monotonic()
+        while time.monotonic() < deadline and (len(records) < want or time.monotonic() - quiet < 2.0):
+            batch = await consumer.getmany(timeout_ms=300)
+            for messages in batch.values():
+                records += [(m.key or b"", m.value or b"") for m in messages]
+            if batch:
+                quiet = time.monotonic()
+    finally:
+        await consumer.stop()
+    return records
+
+
+def test_retrain_once_promotes_announces_and_rolls_back(
+    kafka_bootstrap: str, data: Path, bundle: Path, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    updates, feedback = f"model.updates.{suffix}", f"feedback.{suffix}"
+    registry = tmp_path / "registry"
+    asyncio.run(create_topics(kafka_bootstrap, [feedback, updates]))
+    records = [(v.post_id.encode(), v.encode()) for v in VERDICTS] + [(None, b"{broken")]
+    asyncio.run(produce(kafka_bootstrap, feedback, records))
+    common = ("--registry", str(registry), "--bootstrap", kafka_bootstrap, "--updates-topic", updates)
+
+    started = time.monotonic()
+    job = _cli(
+        "retrain",
+        "--once",
+        "--data",
+        str(data),
+        "--bundle",
+        str(bundle),
+        "--feedback-topic",
+        feedback,
+        "--feedback-timeout",
+        "10",
+        *common,
+    )
+    elapsed = time.monotonic() - started
+    assert job.returncode == 0, f"exit {job.returncode}\n{job.stdout[-3000:]}\n{job.stderr[-3000:]}"
+    outcome = json.loads(job.stdout)
+    assert outcome["details"]["feedback"] == {"records": 4, "invalid": 1, "posts": 3, "usable": 3}
+    print(f"retrain --once took {elapsed:.1f}s; thresholds {outcome['details']['thresholds']}")
+
+    [(key, value)] = asyncio.run(_read_all(kafka_bootstrap, updates, want=1))
+    update = decode(value)
+    base = load_bundle(bundle)
+    assert key.decode() == base.manifest.name
+    assert (update.event, update.version) == ("promote", outcome["version"])
+    loaded = Registry(registry).load(update.version, update.manifest_sha256)
+    assert loaded.manifest.files["model.onnx"] == base.manifest.files["model.onnx"]
+    assert Registry(registry).current().version == update.version  # type: ignore[union-attr]
+
+    rollback = _cli("rollback", *common, "--reason", "integration test")
+    assert rollback.returncode == 0, rollback.stderr
+    messages = asyncio.run(_read_all(kafka_bootstrap, updates, want=2))
+    assert len(messages) == 2
+    back = decode(messages[1][1])
+    assert (back.event, back.version) == ("rollback", base.version)
+    Registry(registry).load(back.version, back.manifest_sha256)
+
+
+def test_serve_runs_each_request_once(kafka_bootstrap: str, data: Path, tmp_path: Path) -> None:
+    """Duplicates (a worker re-sending after a restart) and stale requests do not run a job.
+
+    The tiny keyword bundle fails the gates on real data, so the job runs fast and publishes nothing."""
+    from feedwarden.drift import RetrainRequest
+    from tests.tiny_bundle import build_tiny_bundle
+
+    tiny = build_tiny_bundle(tmp_path / "tiny")
+    suffix = uuid.uuid4().hex[:8]
+    requests, updates = f"retrain.requests.{suffix}", f"model.updates.{suffix}"
+    asyncio.run(create_topics(kafka_bootstrap, [requests, updates]))
+    request = RetrainRequest(("scam",), ((0.0, 60.0),), (), 60.0, tiny.version).to_dict()
+    stale = request | {"model_version": "some-old-version"}
+    payloads = [json.dumps(p).encode() for p in (request, request | {"requested_at": "later"}, stale)]
+    asyncio.run(produce(kafka_bootstrap, requests, [(None, p) for p in payloads]))
+    registry = tmp_path / "registry"
+    command = [
+        sys.executable,
+        "-m",
+        "feedwarden.cli",
+        "retrain",
+        "--serve",
+        "--data",
+        str(data),
+        "--bundle",
+        str(tiny.path),
+        "--registry",
+        str(registry),
+        "--bootstrap",
+        kafka_bootstrap,
+        "--requests-topic",
+        requests,
+        "--updates-topic",
+        updates,
+        "--feedback-topic",
+        f"fb.{suffix}",
+        "--feedback-timeout",
+        "5",
+    ]
+    ledger = registry / "retrain-requests.jsonl"
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and server.poll() is None:
+                if ledger.is_file() and len(ledger.read_text().splitlines()) >= 2:
+                    break
+                time.sleep(0.5)
+            time.sleep(2.0)  # a duplicate, had it been run, would have reached the ledger by now
+        finally:
+            server.terminate()
+            _, errors = server.communicate(timeout=20)
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.is_file() else []
+    assert [line["outcome"] for line in lines] == ["gates_failed", "stale"], errors[-3000:]
+    assert "already handled" in errors
+    assert asyncio.run(_read_all(kafka_bootstrap, updates, want=0, timeout=3)) == []
