@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,16 +105,17 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
     verdicts, feedback_summary = _feedback(options, serving)
     pools = _pools(options, serving, verdicts)
     timings = {"data": round(time.monotonic() - started, 1)}
-    base = _retrained(options, serving) if options.retrain else serving
-    version = version_name(serving.version, now())
-    candidate, before, scored = _evaluate(options, base, pools, version)
-    timings["recalibrate"] = round(scored, 1)
-    details = _details(base, candidate, before, pools, feedback_summary, timings)
-    if candidate.failures:
-        reason = _failure_reason(candidate.failures, options.retrain)
-        return Outcome("gates_failed", serving.version, reason, details=details)
-    reason = _reason(options)
-    written = _write(registry, base, candidate, version, details, options)
+    with _graph(options, serving) as base:
+        timings["retrain"] = round(time.monotonic() - started - timings["data"], 1)
+        version = version_name(serving.version, now())
+        candidate, before, scored = _evaluate(options, base, pools, version)
+        timings["recalibrate"] = round(scored, 1)
+        details = _details(base, candidate, before, pools, feedback_summary, timings)
+        if candidate.failures:
+            reason = _failure_reason(candidate.failures, options.retrain)
+            return Outcome("gates_failed", serving.version, reason, details=details)
+        reason = _reason(options)
+        written = _write(registry, base, candidate, version, details, options)
     update = _announce(registry, written, reason, options)
     outcome = Outcome(
         "shadowed" if options.shadow else "promoted",
@@ -181,8 +183,13 @@ def _pools(options: Options, serving: Any, verdicts: list[Any]) -> Any:
     )
 
 
-def _retrained(options: Options, serving: Any) -> Any:
-    """A freshly fine-tuned graph (training pipeline) to recalibrate instead of the serving one."""
+@contextlib.contextmanager
+def _graph(options: Options, serving: Any) -> Iterator[Any]:
+    """The bundle whose graph is recalibrated: the serving one, or with `--retrain` a freshly
+    fine-tuned one (training pipeline, in a scratch directory removed afterwards)."""
+    if not options.retrain:
+        yield serving
+        return
     import tempfile
 
     from feedwarden.training.config import PipelineConfig
@@ -190,10 +197,10 @@ def _retrained(options: Options, serving: Any) -> Any:
 
     config = PipelineConfig.tiny() if options.tiny_retrain else PipelineConfig()
     config = config.with_overrides(max_length=serving.manifest.max_length, seed=options.seed)
-    out = Path(tempfile.mkdtemp(prefix="feedwarden-retrain-", dir=options.registry))
-    log.info("retraining the graph (%s settings) in %s", "tiny" if options.tiny_retrain else "full", out)
-    bundle = run(config, options.data, out)
-    return replace(bundle, manifest=replace(bundle.manifest, name=serving.manifest.name))
+    with tempfile.TemporaryDirectory(prefix="feedwarden-retrain-") as scratch:
+        log.info("retraining the graph (%s settings)", "tiny" if options.tiny_retrain else "full")
+        bundle = run(config, options.data, Path(scratch))
+        yield replace(bundle, manifest=replace(bundle.manifest, name=serving.manifest.name))
 
 
 def _evaluate(options: Options, base: Any, pools: Any, version: str) -> tuple[Any, Any, float]:
