@@ -22,7 +22,6 @@ a threshold and judges it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -201,7 +200,3 @@ def parse(values: Sequence[bytes]) -> FeedbackRead:
             invalid += 1
             log.warning("skipping feedback record: %s", exc)
     return FeedbackRead(latest(verdicts), len(values), invalid)
-
-
-def read_feedback_sync(bootstrap: str, topic: str, timeout_s: float) -> FeedbackRead:
-    return asyncio.run(read_feedback(bootstrap, topic, timeout_s=timeout_s))

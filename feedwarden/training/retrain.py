@@ -34,10 +34,18 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from feedwarden.models.bundle import Bundle
+    from feedwarden.models.registry import Promotion, Registry
+    from feedwarden.models.updates import ModelUpdate
+    from feedwarden.training.data import Example
+    from feedwarden.training.feedback import FeedbackRead
+    from feedwarden.training.recalibration import Candidate, Pools
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +97,7 @@ class Outcome:
         return EXIT_GATES if self.status == "gates_failed" else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        return asdict(self)
 
 
 # ---------------------------------------------------------------- the once-job
@@ -130,7 +138,7 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
     return outcome
 
 
-def serving_bundle(registry: Any, fallback: Path | None) -> Any:
+def serving_bundle(registry: Registry, fallback: Path | None) -> Bundle:
     """The registry's current bundle; an empty registry first imports `fallback`
     (default: the packaged bundle) and promotes it, so it can be rolled back to."""
     from feedwarden.models.bundle import default_bundle_path, load_bundle
@@ -149,24 +157,28 @@ def serving_bundle(registry: Any, fallback: Path | None) -> Any:
     return registry.load(source.version)
 
 
-def _feedback(options: Options, serving: Any) -> tuple[list[Any], dict[str, int]]:
+def _feedback(options: Options, serving: Bundle) -> tuple[list[Example], dict[str, int]]:
     """Verdict rows (as labelled examples) from the feedback topic, if a broker is given."""
-    from feedwarden.stream.broker import create_topics
-    from feedwarden.training.feedback import read_feedback, to_example
+    from feedwarden.training.feedback import to_example
     from feedwarden.training.recalibration import view_of
 
     if not options.bootstrap:
         return [], {"records": 0, "invalid": 0, "posts": 0, "usable": 0}
-    asyncio.run(create_topics(options.bootstrap, [options.topics.feedback]))
-    read = asyncio.run(
-        read_feedback(options.bootstrap, options.topics.feedback, timeout_s=options.feedback_timeout_s)
-    )
+    read = asyncio.run(_read_feedback(options.bootstrap, options.topics.feedback, options.feedback_timeout_s))
     view = view_of(serving.manifest, [])
     rows = [row for v in read.verdicts if (row := to_example(v, view)) is not None]
     return rows, {**read.summary(), "usable": len(rows)}
 
 
-def _pools(options: Options, serving: Any, verdicts: list[Any]) -> Any:
+async def _read_feedback(bootstrap: str, topic: str, timeout_s: float) -> FeedbackRead:
+    from feedwarden.stream.broker import create_topics
+    from feedwarden.training.feedback import read_feedback
+
+    await create_topics(bootstrap, [topic])  # Tansu wants topics created before use
+    return await read_feedback(bootstrap, topic, timeout_s=timeout_s)
+
+
+def _pools(options: Options, serving: Bundle, verdicts: list[Example]) -> Pools:
     from feedwarden.training.data import DatasetError, drop_overlap
     from feedwarden.training.recalibration import Pools, at_base_rate, load_pools
 
@@ -184,7 +196,7 @@ def _pools(options: Options, serving: Any, verdicts: list[Any]) -> Any:
 
 
 @contextlib.contextmanager
-def _graph(options: Options, serving: Any) -> Iterator[Any]:
+def _graph(options: Options, serving: Bundle) -> Iterator[Bundle]:
     """The bundle whose graph is recalibrated: the serving one, or with `--retrain` a freshly
     fine-tuned one (training pipeline, in a scratch directory removed afterwards)."""
     if not options.retrain:
@@ -203,7 +215,9 @@ def _graph(options: Options, serving: Any) -> Iterator[Any]:
         yield replace(bundle, manifest=replace(bundle.manifest, name=serving.manifest.name))
 
 
-def _evaluate(options: Options, base: Any, pools: Any, version: str) -> tuple[Any, Any, float]:
+def _evaluate(
+    options: Options, base: Bundle, pools: Pools, version: str
+) -> tuple[Candidate, dict[str, Any], float]:
     from feedwarden.models.engine import Engine
     from feedwarden.policy.rules import Policy
     from feedwarden.training.config import PipelineConfig
@@ -217,10 +231,10 @@ def _evaluate(options: Options, base: Any, pools: Any, version: str) -> tuple[An
 
 
 def _details(
-    base: Any,
-    candidate: Any,
+    base: Bundle,
+    candidate: Candidate,
     before: Mapping[str, Any],
-    pools: Any,
+    pools: Pools,
     feedback: Mapping[str, int],
     timings: dict[str, float],
 ) -> dict[str, Any]:
@@ -275,8 +289,13 @@ def _reason(options: Options) -> str:
 
 
 def _write(
-    registry: Any, base: Any, chosen: Any, version: str, details: Mapping[str, Any], options: Options
-) -> Any:
+    registry: Registry,
+    base: Bundle,
+    chosen: Candidate,
+    version: str,
+    details: Mapping[str, Any],
+    options: Options,
+) -> Bundle:
     """The new version in the registry: the base's graph and tokenizer, new manifest and policy."""
     import tempfile
 
@@ -305,7 +324,7 @@ def _write(
         return write_bundle(registry.path_of(version), new, sources)
 
 
-def _announce(registry: Any, bundle: Any, reason: str, options: Options) -> Any:
+def _announce(registry: Registry, bundle: Bundle, reason: str, options: Options) -> ModelUpdate:
     """Promote (or, for a shadow, only announce) and publish when a broker is given."""
     from feedwarden.models.bundle import MANIFEST, sha256_file
     from feedwarden.models.updates import ModelUpdate
@@ -320,7 +339,7 @@ def _announce(registry: Any, bundle: Any, reason: str, options: Options) -> Any:
     return update
 
 
-def publish(bootstrap: str, topic: str, key: str, update: Any) -> None:
+def publish(bootstrap: str, topic: str, key: str, update: ModelUpdate) -> None:
     asyncio.run(_publish(bootstrap, topic, key, update.encode()))
 
 
@@ -423,7 +442,12 @@ async def serve(options: Options, job: Callable[[Options], Outcome] = run_once) 
     log.info("serving retrain requests from %s", options.topics.requests)
     try:
         async for message in consumer:
-            await asyncio.to_thread(handle_request, message.value or b"", options, ledger, job)
+            try:
+                await asyncio.to_thread(handle_request, message.value or b"", options, ledger, job)
+            except Exception:  # a failed job (bad bundle, broker hiccup) must not end the service
+                log.exception(
+                    "retrain request at offset %d failed; it will be retried on restart", message.offset
+                )
     finally:
         await consumer.stop()
 
@@ -555,7 +579,7 @@ def _rollback_command(args: argparse.Namespace) -> int:
 def _promote_command(args: argparse.Namespace) -> int:
     from feedwarden.models.registry import Registry
 
-    def promote() -> Any:
+    def promote() -> Promotion:
         registry = Registry(args.registry)
         current = registry.current()
         if current is not None and current.version == args.version:
@@ -565,7 +589,7 @@ def _promote_command(args: argparse.Namespace) -> int:
     return _announce_promotion(args, "promote", promote)
 
 
-def _announce_promotion(args: argparse.Namespace, command: str, change: Callable[[], Any]) -> int:
+def _announce_promotion(args: argparse.Namespace, command: str, change: Callable[[], Promotion]) -> int:
     from feedwarden.models.bundle import BundleError
     from feedwarden.models.registry import RegistryError
     from feedwarden.models.updates import ModelUpdate

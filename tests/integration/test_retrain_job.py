@@ -105,7 +105,8 @@ def test_retrain_once_promotes_announces_and_rolls_back(
     updates, feedback = f"model.updates.{suffix}", f"feedback.{suffix}"
     registry = tmp_path / "registry"
     asyncio.run(create_topics(kafka_bootstrap, [feedback, updates]))
-    records = [(v.post_id.encode(), v.encode()) for v in VERDICTS] + [(None, b"{broken")]
+    records: list[tuple[bytes | None, bytes]] = [(v.post_id.encode(), v.encode()) for v in VERDICTS]
+    records.append((None, b"{broken"))
     asyncio.run(produce(kafka_bootstrap, feedback, records))
     common = ("--registry", str(registry), "--bootstrap", kafka_bootstrap, "--updates-topic", updates)
 

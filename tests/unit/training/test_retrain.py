@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _pool(per_label: int, presumed: int, split: str, inverted: bool = False) -> 
 
     `inverted` attaches the labels to plain texts and leaves the trigger texts unlabelled,
     so a model that fires on the triggers looks useless."""
-    rows = []
+    rows: list[Example] = []
     for template, labels in (POSITIVES | TOPICS).items():
         for i in range(per_label):
             text = template.format(i=i)
@@ -189,22 +190,26 @@ def test_engine_logits_are_the_uncalibrated_scores(tiny_bundle: Bundle) -> None:
     assert logits.max() == pytest.approx(8.0)
 
 
+@dataclass
+class Job:
+    options: retrain.Options
+    sent: list[tuple[str, str, ModelUpdate]] = field(default_factory=list)
+
+
 @pytest.fixture
-def job(tmp_path: Path, tiny_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> retrain.Options:
-    """Options for a broker-free run; verdicts none, publishing recorded."""
-    sent: list[tuple[str, str, ModelUpdate]] = []
-    monkeypatch.setattr(retrain, "_feedback", lambda options, serving: ([], {"records": 0}))
-    monkeypatch.setattr(
-        retrain, "publish", lambda bootstrap, topic, key, update: sent.append((topic, key, update))
-    )
-    monkeypatch.setattr(retrain, "SENT", sent, raising=False)
-    return retrain.Options(
+def job(tmp_path: Path, tiny_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> Job:
+    """A broker-free run: no verdicts, and publishing only recorded."""
+    options = retrain.Options(
         data=tmp_path / "data",
         registry=tmp_path / "registry",
         bundle=tiny_bundle.path,
         bootstrap="127.0.0.1:9",
         request={"labels": ["scam"], "model_version": "tiny-1"},
     )
+    job = Job(options)
+    monkeypatch.setattr(retrain, "_feedback", lambda options, serving: ([], {"records": 0}))
+    monkeypatch.setattr(retrain, "publish", lambda _bootstrap, *sent: job.sent.append(sent))
+    return job
 
 
 def _use_pools(monkeypatch: pytest.MonkeyPatch, calib: list[Example], valid: list[Example]) -> None:
@@ -212,19 +217,19 @@ def _use_pools(monkeypatch: pytest.MonkeyPatch, calib: list[Example], valid: lis
 
 
 def test_passing_candidate_is_written_promoted_and_announced(
-    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
+    job: Job, tiny_bundle: Bundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid"))
-    outcome = retrain.run_once(job, now=lambda: NOW)
+    outcome = retrain.run_once(job.options, now=lambda: NOW)
     assert outcome.status == "promoted" and outcome.exit_code == 0
     assert outcome.version == "tiny-1-r20261122T013000Z"
-    registry = Registry(job.registry)
+    registry = Registry(job.options.registry)
     assert [p.version for p in registry.history()] == ["tiny-1", outcome.version]
-    [(topic, key, update)] = retrain.SENT  # type: ignore[attr-defined]
+    [(topic, key, update)] = job.sent
     assert (topic, key, update.event) == ("model.updates", "tiny-keywords", "promote")
-    assert update.request == job.request
+    assert update.request == job.options.request
     bundle = registry.load(update.version, update.manifest_sha256)
-    original = load_bundle(job.bundle)  # type: ignore[arg-type]
+    original = load_bundle(tiny_bundle.path)
     assert bundle.manifest.files["model.onnx"] == original.manifest.files["model.onnx"]
     assert bundle.manifest.metrics["gates"]["scam"] == "pass"
     assert set(bundle.manifest.reference) == set(json.loads(bundle.policy_path.read_text())["rules"])
@@ -233,34 +238,30 @@ def test_passing_candidate_is_written_promoted_and_announced(
 
 
 def test_failing_candidate_is_neither_written_nor_published(
-    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
+    job: Job, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid", inverted=True))
-    outcome = retrain.run_once(job, now=lambda: NOW)
+    outcome = retrain.run_once(job.options, now=lambda: NOW)
     assert outcome.status == "gates_failed" and outcome.exit_code == retrain.EXIT_GATES
     assert "scam" in outcome.reason and "retraining needed" in outcome.reason
     assert outcome.version is None and outcome.update is None
-    assert Registry(job.registry).versions() == ["tiny-1"]
-    assert retrain.SENT == []  # type: ignore[attr-defined]
+    assert Registry(job.options.registry).versions() == ["tiny-1"]
+    assert job.sent == []
 
 
-def test_shadow_candidate_is_announced_but_not_promoted(
-    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_shadow_candidate_is_announced_but_not_promoted(job: Job, monkeypatch: pytest.MonkeyPatch) -> None:
     _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid"))
-    outcome = retrain.run_once(retrain.Options(**{**job.__dict__, "shadow": True}), now=lambda: NOW)
-    registry = Registry(job.registry)
+    outcome = retrain.run_once(replace(job.options, shadow=True), now=lambda: NOW)
+    registry = Registry(job.options.registry)
     assert outcome.status == "shadowed"
     assert registry.current().version == "tiny-1"  # type: ignore[union-attr]
-    [(_, _, update)] = retrain.SENT  # type: ignore[attr-defined]
+    [(_, _, update)] = job.sent
     assert update.event == "shadow" and registry.load(update.version, update.manifest_sha256)
 
 
-def test_labels_without_calib_data_keep_their_serving_rule(
-    job: retrain.Options, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_labels_without_calib_data_keep_their_serving_rule(job: Job, monkeypatch: pytest.MonkeyPatch) -> None:
     _use_pools(monkeypatch, _pool(15, 900, "calib"), _pool(15, 900, "valid"))
-    outcome = retrain.run_once(job, now=lambda: NOW)
+    outcome = retrain.run_once(job.options, now=lambda: NOW)
     thresholds = outcome.details["thresholds"]
     assert "hate" in outcome.details["kept_serving_rule"]  # Janitr rows say nothing about hate
     assert thresholds["hate"]["after"] == thresholds["hate"]["before"]
