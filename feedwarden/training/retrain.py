@@ -1,8 +1,9 @@
 """The retrain job: `feedwarden retrain | rollback | promote`.
 
 `retrain --once` recalibrates the serving bundle (the registry's current
-version, else the packaged default, which is then imported into the registry
-so it can be rolled back to) on a realistic base-rate calibration set plus
+version, else the packaged default, which is imported into the registry
+before the first new version is written, so it can be rolled back to) on a
+realistic base-rate calibration set plus
 moderator verdicts from the `feedback` topic (`training.feedback`), judges
 the release gates, and if they pass writes `<base>-r<UTC timestamp>` into the
 registry (same graph and tokenizer, new calibration, policy and drift
@@ -123,6 +124,7 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
             reason = _failure_reason(candidate.failures, options.retrain)
             return Outcome("gates_failed", serving.version, reason, details=details)
         reason = _reason(options)
+        adopt(registry, serving)
         written = _write(registry, base, candidate, version, details, options)
     update = _announce(registry, written, reason, options)
     outcome = Outcome(
@@ -139,22 +141,27 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
 
 
 def serving_bundle(registry: Registry, fallback: Path | None) -> Bundle:
-    """The registry's current bundle; an empty registry first imports `fallback`
-    (default: the packaged bundle) and promotes it, so it can be rolled back to."""
+    """The registry's current bundle, else `fallback` (default: the packaged bundle)."""
     from feedwarden.models.bundle import default_bundle_path, load_bundle
 
     current = registry.current()
     if current is not None:
         return registry.load(current.version, current.manifest_sha256)
-    source = load_bundle(fallback or default_bundle_path())
-    dest = registry.path_of(source.version)
+    return load_bundle(fallback or default_bundle_path())
+
+
+def adopt(registry: Registry, serving: Bundle) -> None:
+    """An empty registry first imports the bundle serving outside it and records it as
+    promoted, so a later rollback has something to go back to."""
+    if registry.current() is not None:
+        return
+    dest = registry.path_of(serving.version)
     if not dest.exists():
         staging = dest.with_name(f".{dest.name}.import")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source.path, staging)
+        shutil.copytree(serving.path, staging)
         staging.rename(dest)
-    registry.promote(source.version, reason="imported as the first serving version")
-    return registry.load(source.version)
+    registry.promote(serving.version, reason="imported as the first serving version")
 
 
 def _feedback(options: Options, serving: Bundle) -> tuple[list[Example], dict[str, int]]:

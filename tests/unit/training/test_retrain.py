@@ -245,7 +245,7 @@ def test_failing_candidate_is_neither_written_nor_published(
     assert outcome.status == "gates_failed" and outcome.exit_code == retrain.EXIT_GATES
     assert "scam" in outcome.reason and "retraining needed" in outcome.reason
     assert outcome.version is None and outcome.update is None
-    assert Registry(job.options.registry).versions() == ["tiny-1"]
+    assert Registry(job.options.registry).versions() == []
     assert job.sent == []
 
 
@@ -273,7 +273,7 @@ def test_labels_without_calib_data_keep_their_serving_rule(job: Job, monkeypatch
 
 def test_requests_are_deduplicated_and_stale_ones_skipped(tmp_path: Path, tiny_bundle: Bundle) -> None:
     registry = Registry(tmp_path / "registry")
-    retrain.serving_bundle(registry, tiny_bundle.path)
+    retrain.adopt(registry, tiny_bundle)
     options = retrain.Options(data=tmp_path, registry=registry.root)
     ledger = retrain.Ledger.open(tmp_path / "ledger.jsonl")
     runs: list[dict[str, object]] = []
