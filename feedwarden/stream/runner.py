@@ -30,6 +30,7 @@ from feedwarden.stream.worker import ensure_topics
 # Tansu answers JoinGroup after half the session timeout; keep it short locally.
 LOCAL_SESSION_TIMEOUT_S = "6"
 TEXT_PREVIEW = 60
+SHOWN_HITS = 2  # most severe first; the rest are counted
 
 
 class Stopped(Exception):
@@ -178,6 +179,9 @@ def _describe(topic: str, value: bytes, settings: Settings, texts: dict[str, str
     if topic == settings.topics.dlq:
         where = f"{record['topic']}/{record['partition']}/{record['offset']}"
         return f"DLQ    {record['error']:<18} {where:<14} {record['raw'][:TEXT_PREVIEW]!r}"
-    reasons = ", ".join(f"{h['label']} {h['score']:.2f}>{h['action']}" for h in record["labels"]) or "-"
+    hits = record["labels"]
+    reasons = ", ".join(f"{h['label']} {h['score']:.2f}>{h['action']}" for h in hits[:SHOWN_HITS]) or "-"
+    if len(hits) > SHOWN_HITS:
+        reasons += f" +{len(hits) - SHOWN_HITS}"
     text = texts.get(record["post_id"], "")[:TEXT_PREVIEW]
-    return f"{record['action'].upper():<6} {record['post_id']:<24} {reasons:<40} {text!r}"
+    return f"{record['action'].upper():<6} {record['post_id']:<20} {reasons:<48} {text!r}"
