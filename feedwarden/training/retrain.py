@@ -3,9 +3,9 @@
 `retrain --once` recalibrates the serving bundle (the registry's current
 version, else the packaged default, which is imported into the registry
 before the first new version is written, so it can be rolled back to) on a
-realistic base-rate calibration set plus
-moderator verdicts from the `feedback` topic (`training.feedback`), judges
-the release gates, and if they pass writes `<base>-r<UTC timestamp>` into the
+realistic base-rate calibration set plus moderator verdicts from the
+`feedback` topic (`training.feedback`), judges the release gates, and if
+they pass writes `<base>-r<UTC timestamp>` into the
 registry (same graph and tokenizer, new calibration, policy and drift
 references), promotes it and announces it on `model.updates`
 (`models.updates`). With `--shadow` the version is written and announced as
@@ -485,7 +485,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     retrain.add_argument("--clean-share", type=float, default=0.95, help="base rate: share of clean posts")
     retrain.add_argument(
-        "--eval-rows", type=int, default=None, help="subsample calib and gate sets (quick runs)"
+        "--eval-rows", type=int, default=None, help="subsample calib and gate sets (quick shadow runs only)"
     )
     retrain.add_argument("--feedback-topic", default="feedback")
     retrain.add_argument("--requests-topic", default=REQUESTS_TOPIC)
@@ -526,6 +526,8 @@ def _options(args: argparse.Namespace) -> Options:
 
     if not 0.90 <= args.clean_share <= 0.98:
         raise InputError(f"--clean-share {args.clean_share} is not a realistic base rate (0.90 to 0.98)")
+    if args.eval_rows is not None and not args.shadow:
+        raise InputError("--eval-rows leaves most labels too few positives to judge; use it with --shadow")
     if args.serve and not args.bootstrap:
         raise InputError("--serve needs --bootstrap (or $KAFKA_BOOTSTRAP)")
     return Options(
