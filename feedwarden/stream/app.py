@@ -34,6 +34,7 @@ from faust.types.auth import CredentialsT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from feedwarden.stream.loop import wire_model_loop
 from feedwarden.stream.metrics import Metrics
 from feedwarden.stream.settings import Settings
 from feedwarden.stream.topology import BatchReport, Incoming, Moderator, Outgoing, Scorer
@@ -41,10 +42,11 @@ from feedwarden.stream.topology import BatchReport, Incoming, Moderator, Outgoin
 log = logging.getLogger(__name__)
 
 # Called after each batch's records are acknowledged, before its offsets are
-# released: the hook for per-label drift statistics. It runs inside the
-# agent, so it must not write Faust tables (they fail inside take());
-# forward to a keyed topic instead.
-BatchHook = Callable[[BatchReport], Awaitable[None]]
+# released, with the batch's messages, its report and the moderator that
+# decided it: the hook for per-label drift statistics and shadow scoring
+# (stream/loop.py). It runs inside the agent, so it must not write Faust
+# tables (they fail inside take()); forward to a keyed topic instead.
+BatchHook = Callable[[Sequence[Incoming], BatchReport, Moderator], Awaitable[None]]
 # Publishes one record; the awaitable it returns resolves when the broker acks it.
 Sender = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 
@@ -95,13 +97,14 @@ class ModerationService:
         """Decide a batch and produce its records; returns once the broker has them all."""
         messages = [_incoming(event) for event in events]
         loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(self.executor, self.moderator.moderate_batch, messages)
+        moderator = self.moderator  # read once: a hot swap never splits a batch between two bundles
+        report = await loop.run_in_executor(self.executor, moderator.moderate_batch, messages)
         started = time.perf_counter()
         await _produce_all(report.outgoing, send)
         report.stage_seconds["produce"] += time.perf_counter() - started
         self._observe(report, len(events))
         if self.on_batch is not None:
-            await self.on_batch(report)
+            await self.on_batch(messages, report, moderator)
         return report
 
     def _observe(self, report: BatchReport, consumed: int) -> None:
@@ -202,6 +205,7 @@ def create_app(
     _wire_agent(app, service)
     _wire_readiness(app, service)
     _wire_web(app, service)
+    wire_model_loop(app, service)
     return app
 
 

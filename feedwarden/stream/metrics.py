@@ -89,3 +89,24 @@ class Metrics:
         self.retrain_requests = Counter(
             "feedwarden_retrain_requests", "Retrain requests emitted on sustained drift.", registry=r
         )
+        # Shadow scoring of a candidate bundle (never acted on).
+        self.shadow_info = Info(
+            "feedwarden_shadow_model", "Candidate bundle scored in shadow (version empty: none).", registry=r
+        )
+        self.shadow_posts = Counter(
+            "feedwarden_shadow_posts", "Posts scored by both the serving and the shadow bundle.", registry=r
+        )
+        self.shadow_flag_rate = Gauge(
+            "feedwarden_shadow_flag_rate",
+            "Share of shadow-compared posts flagged per label, by role (serving or shadow).",
+            ["label", "role"], registry=r,
+        )
+        self.shadow_action_agreement = Gauge(
+            "feedwarden_shadow_action_agreement",
+            "Share of shadow-compared posts where both bundles chose the same action.", registry=r,
+        )
+        self.drift_late_stats = Counter(
+            "feedwarden_drift_late_stats",
+            "Per-batch drift stats that arrived after their window was evaluated (not counted).",
+            registry=r,
+        )

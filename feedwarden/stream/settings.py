@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from feedwarden.models.bundle import default_bundle_path
 from feedwarden.stream.records import MAX_TEXT_CHARS
@@ -80,6 +81,54 @@ class KafkaSecurity:
             return None
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka client (admin, producer, consumer)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.protocol.startswith("SASL"):
+            options |= {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.username,
+                        "sasl_plain_password": self.password}
+        return options
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Drift windows, the sustained-drift rule and the model loop's topics (stream/loop.py)."""
+
+    window_s: float = 300.0
+    min_posts: int = 200
+    alpha: float = 0.01
+    sustain_k: int = 3
+    sustain_m: int = 5
+    cooldown_s: float = 6 * 3600.0
+    registry: Path = Path("registry")
+    stats_topic: str = "drift.stats"
+    alerts_topic: str = "drift.alerts"
+    requests_topic: str = "retrain.requests"
+    updates_topic: str = "model.updates"
+    shadow_topic: str = "decisions.shadow"
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.window_s <= 86_400.0:
+            raise SettingsError(f"FEEDWARDEN_DRIFT_WINDOW_SECONDS={self.window_s} not in [1, 86400]")
+        _check_range("FEEDWARDEN_DRIFT_MIN_POSTS", self.min_posts, 1, 10_000_000)
+        if not 0.0 < self.alpha < 1.0:
+            raise SettingsError(f"FEEDWARDEN_DRIFT_ALPHA={self.alpha} not in (0, 1)")
+        _check_range("FEEDWARDEN_DRIFT_SUSTAIN_M", self.sustain_m, 1, 1000)
+        _check_range("FEEDWARDEN_DRIFT_SUSTAIN_K", self.sustain_k, 1, self.sustain_m)
+        if self.cooldown_s < 0:
+            raise SettingsError(f"FEEDWARDEN_DRIFT_COOLDOWN_SECONDS={self.cooldown_s} is negative")
+        for name in self.topics():
+            if not _TOPIC.match(name) or name in (".", ".."):
+                raise SettingsError(f"{name!r} is not a valid Kafka topic name")
+        if len(set(self.topics())) != len(self.topics()):
+            raise SettingsError("drift and model-update topic names must be distinct")
+
+    def topics(self) -> tuple[str, ...]:
+        return (self.stats_topic, self.alerts_topic, self.requests_topic, self.updates_topic,
+                self.shadow_topic)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -97,6 +146,7 @@ class Settings:
     partitions: int = 1
     session_timeout_s: float = 30.0
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     def __post_init__(self) -> None:
         for server in self.bootstrap.split(","):
@@ -117,6 +167,8 @@ class Settings:
             raise SettingsError(f"FEEDWARDEN_SESSION_TIMEOUT_S={self.session_timeout_s} not in [1, 300]")
         if not (self.bundle / "manifest.json").is_file():
             raise SettingsError(f"FEEDWARDEN_BUNDLE={self.bundle} has no manifest.json")
+        if set(self.drift.topics()) & set(self.topics.all()):
+            raise SettingsError("drift and model-update topics must differ from the moderation topics")
 
     @property
     def batch_wait_s(self) -> float:
@@ -154,7 +206,25 @@ class Settings:
                 password=get.optional_text("FEEDWARDEN_KAFKA_SASL_PASSWORD"),
                 ca_file=_optional_path(get.optional_text("FEEDWARDEN_KAFKA_CA_FILE")),
             ),
+            drift=_drift_from_env(get),
         )
+
+
+def _drift_from_env(get: _Reader) -> DriftSettings:
+    return DriftSettings(
+        window_s=get.number("FEEDWARDEN_DRIFT_WINDOW_SECONDS", 300.0),
+        min_posts=get.integer("FEEDWARDEN_DRIFT_MIN_POSTS", 200),
+        alpha=get.number("FEEDWARDEN_DRIFT_ALPHA", 0.01),
+        sustain_k=get.integer("FEEDWARDEN_DRIFT_SUSTAIN_K", 3),
+        sustain_m=get.integer("FEEDWARDEN_DRIFT_SUSTAIN_M", 5),
+        cooldown_s=get.number("FEEDWARDEN_DRIFT_COOLDOWN_SECONDS", 6 * 3600.0),
+        registry=Path(get.text("FEEDWARDEN_REGISTRY", "registry")),
+        stats_topic=get.text("FEEDWARDEN_TOPIC_DRIFT_STATS", "drift.stats"),
+        alerts_topic=get.text("FEEDWARDEN_TOPIC_DRIFT_ALERTS", "drift.alerts"),
+        requests_topic=get.text("FEEDWARDEN_TOPIC_RETRAIN_REQUESTS", "retrain.requests"),
+        updates_topic=get.text("FEEDWARDEN_TOPIC_MODEL_UPDATES", "model.updates"),
+        shadow_topic=get.text("FEEDWARDEN_TOPIC_SHADOW", "decisions.shadow"),
+    )
 
 
 class _Reader:

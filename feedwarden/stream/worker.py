@@ -9,20 +9,14 @@ import faust
 
 from feedwarden.stream.app import create_app
 from feedwarden.stream.broker import create_topics
+from feedwarden.stream.loop import loop_topics
 from feedwarden.stream.settings import Settings
 
 
 async def ensure_topics(settings: Settings) -> None:
     """Create the worker's topics if missing (Tansu does not auto-create them reliably)."""
-    security = settings.security
-    client: dict[str, object] = {"security_protocol": security.protocol}
-    if security.uses_tls:
-        client["ssl_context"] = security.ssl_context()
-    if security.protocol.startswith("SASL"):
-        client |= {"sasl_mechanism": security.sasl_mechanism, "sasl_plain_username": security.username,
-                   "sasl_plain_password": security.password}
-    await create_topics(settings.bootstrap, settings.topics.all(), default_partitions=settings.partitions,
-                        **client)
+    wanted = dict.fromkeys(settings.topics.all(), settings.partitions) | loop_topics(settings)
+    await create_topics(settings.bootstrap, wanted, **settings.security.client_options())
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,7 +19,7 @@ from feedwarden.stream.app import ModerationService, RecentIds, create_app
 from feedwarden.stream.metrics import Metrics
 from feedwarden.stream.offline import score_file
 from feedwarden.stream.settings import Settings
-from feedwarden.stream.topology import BatchReport, Outgoing, Scorer
+from feedwarden.stream.topology import BatchReport, Incoming, Moderator, Outgoing, Scorer
 
 
 @pytest.fixture()
@@ -104,13 +105,17 @@ def test_metrics_follow_each_batch(service: ModerationService) -> None:
 
 def test_batch_hook_sees_every_report(tiny_bundle: Bundle) -> None:
     seen: list[BatchReport] = []
+    deciders: list[Moderator] = []
 
-    async def hook(report: BatchReport) -> None:
+    async def hook(messages: Sequence[Incoming], report: BatchReport, moderator: Moderator) -> None:
+        assert [m.offset for m in messages] == [0]
         seen.append(report)
+        deciders.append(moderator)
 
     service = ModerationService(Settings(bundle=tiny_bundle.path, providers="cpu"), Metrics(), hook)
     asyncio.run(service.handle([event(orjson.dumps({"id": "p", "text": "bitcoin"}), 0)], FlakySender()))
     assert [d.post_id for d in seen[0].decided] == ["p"]
+    assert deciders == [service.moderator]
     assert seen[0].scores.shape == (1, len(seen[0].labels))
 
 
