@@ -13,10 +13,11 @@ rate (`clean_share` of its rows carry no safety label), with the verdict rows
 counted as labelled rows. Drift references are measured on the calib part
 without verdicts (reviewed posts are not a sample of the stream).
 
-Which labels have rules, their tiers and FPR budgets come from the serving
-policy, so operators' edits survive; threshold values (and the action shape:
-hide + warn for safety, badge for topics) are the training pipeline's. A
-label with too little calib data keeps its serving calibration and rule.
+Platt parameters, thresholds, tiers and FPR budgets are the training
+pipeline's (`pipeline.fit_policy`), so a recalibration and a fresh training
+run on the same data agree. Which labels have rules comes from the serving
+policy; a label without both positive and negative calib rows keeps its
+serving calibration and rule.
 """
 
 from __future__ import annotations
@@ -33,20 +34,17 @@ import numpy as np
 from feedwarden.drift.stats import reference_from_scores
 from feedwarden.models.bundle import Bundle, Manifest, Reference
 from feedwarden.models.engine import Engine
-from feedwarden.policy.rules import Policy, Rule
-from feedwarden.training import calibrate as cal
+from feedwarden.policy.rules import Policy
 from feedwarden.training.config import PipelineConfig
 from feedwarden.training.corpus import load_corpus
 from feedwarden.training.data import Example
 from feedwarden.training.evaluate import evaluate
 from feedwarden.training.feedback import with_feedback_sources
 from feedwarden.training.mixing import base_rate_set
-from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration
-from feedwarden.training.views import DEFAULT_FPR_BUDGET, FPR_BUDGETS, SCAM_BUCKET, TaskView
+from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration, fit_policy
+from feedwarden.training.views import SCAM_BUCKET, TaskView
 
 PRESUMED = "presumed_clean"
-MIN_POSITIVES = 5
-MIN_NEGATIVES = 20
 DEFAULT_EDGES = tuple(round(float(e), 4) for e in np.linspace(0.0, 1.0, 21))
 _RECAL_SUFFIX = re.compile(r"(-r\d{8}T\d{6}Z)+$")
 _KEEP_METRICS = ("threshold", "precision", "recall", "f1", "fpr", "support", "pr_auc", "ece")
@@ -133,42 +131,25 @@ def recalibrate(
     version: str,
     config: PipelineConfig,
 ) -> tuple[dict[str, tuple[float, float]], Policy, dict[str, Any], tuple[str, ...]]:
-    """Platt per label and thresholds under the serving rules' FPR budgets, on calib."""
+    """The training pipeline's Platt fit and thresholds (`fit_policy`) on calib, for the
+    labels the serving policy has rules for; a label without both positive and negative
+    calib rows keeps its serving calibration and rule."""
     targets, mask = view.targets(pools.calib)
-    fitted = cal.calibrate_all(calib_logits, targets, mask, view.labels)
-    usable = {lab for j, lab in enumerate(view.labels) if _enough(targets[:, j], mask[:, j])}
+    fitted, fresh, info = fit_policy(calib_logits, pools.calib, view, config)
+    usable = {lab for j, lab in enumerate(view.labels) if _both_classes(targets[:, j], mask[:, j])}
     calibration = {
         lab: fitted[lab] if lab in usable else bundle.manifest.calibration[lab] for lab in view.labels
     }
-    probs = apply_calibration(calib_logits, view, calibration)
-    rules, info = {}, {}
-    for label, rule in serving_policy.rules.items():
-        if label not in usable:
-            rules[label] = rule
-            continue
-        j = view.labels.index(label)
-        chosen = mask[:, j] > 0
-        rules[label], info[label] = retune(rule, probs[chosen, j], targets[chosen, j], config)
+    rules = {
+        label: fresh.rules[label] if label in usable else rule for label, rule in serving_policy.rules.items()
+    }
     kept = tuple(sorted(set(serving_policy.rules) - usable))
-    return calibration, Policy(version, rules), info, kept
+    return calibration, Policy(version, rules), {lab: info[lab] for lab in rules if lab in usable}, kept
 
 
-def _enough(targets: np.ndarray, mask: np.ndarray) -> bool:
+def _both_classes(targets: np.ndarray, mask: np.ndarray) -> bool:
     annotated = targets[mask > 0]
-    positives = int(annotated.sum())
-    return positives >= MIN_POSITIVES and len(annotated) - positives >= MIN_NEGATIVES
-
-
-def retune(rule: Rule, scores: np.ndarray, truth: np.ndarray, config: PipelineConfig) -> tuple[Rule, dict]:
-    """New thresholds for one rule, its tier and budget kept."""
-    if rule.head == "safety":
-        budget = rule.fpr_budget or FPR_BUDGETS.get(rule.label, DEFAULT_FPR_BUDGET)
-        thresholds, info = cal.safety_thresholds(
-            scores, truth, budget, config.hide_budget_ratio, config.confidence
-        )
-        return Rule(rule.label, "safety", thresholds, rule.tier, budget), info
-    info = {"calib_positives": int(truth.sum()), "calib_rows": len(truth)}
-    return Rule(rule.label, "topic", {"badge": cal.topic_threshold(scores, truth)}, rule.tier), info
+    return 0 < annotated.sum() < len(annotated)
 
 
 def build_references(

@@ -115,7 +115,8 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
     pools = _pools(options, serving, verdicts)
     timings = {"data": round(time.monotonic() - started, 1)}
     with _graph(options, serving) as base:
-        timings["retrain"] = round(time.monotonic() - started - timings["data"], 1)
+        if options.retrain:
+            timings["retrain"] = round(time.monotonic() - started - timings["data"], 1)
         version = version_name(serving.version, now())
         candidate, before, scored = _evaluate(options, base, pools, version)
         timings["recalibrate"] = round(scored, 1)
