@@ -17,6 +17,10 @@ import numpy as np
 from scipy.stats import binom
 
 MIN_POSITIVES_FOR_F1 = 10
+# Without enough calib positives to locate the F1 optimum: for calibrated
+# probabilities the F1-optimal threshold is half the optimal F1 (Lipton et al.
+# 2014); assuming an attainable F1 of about 0.6 gives 0.3.
+FALLBACK_THRESHOLD = 0.3
 TOPIC_THRESHOLD_RANGE = (0.15, 0.85)
 
 
@@ -111,33 +115,38 @@ def f1_threshold(scores: np.ndarray, targets: np.ndarray, lower: float = 0.0, up
 
 
 def safety_thresholds(
-    scores: np.ndarray, targets: np.ndarray, budget: float, hide_ratio: float, confidence: float
+    scores: np.ndarray, targets: np.ndarray, budget: float, hide_budget: float, confidence: float
 ) -> tuple[dict[str, float], dict[str, object]]:
-    """warn: best-F1 threshold among those meeting the FPR budget (the lowest such one
-    when calib has few positives); hide: meeting budget * hide_ratio, and >= warn."""
+    """warn: the best-F1 threshold among those meeting the FPR budget; with too few calib
+    positives for an F1 estimate, the budget's threshold but at least FALLBACK_THRESHOLD.
+    hide: meeting `hide_budget`, and never below warn."""
     warn_floor = budget_threshold(scores, targets, budget, confidence)
-    warn = warn_floor.threshold
     if targets.sum() >= MIN_POSITIVES_FOR_F1:
         warn = f1_threshold(scores, targets, lower=warn_floor.threshold)
-    hide_choice = budget_threshold(scores, targets, budget * hide_ratio, confidence)
+    else:
+        warn = max(warn_floor.threshold, FALLBACK_THRESHOLD)
+    hide_choice = budget_threshold(scores, targets, hide_budget, confidence)
     hide = max(hide_choice.threshold, warn)
     info = {
         "fpr_budget": budget,
-        "hide_fpr_budget": budget * hide_ratio,
+        "hide_fpr_budget": hide_budget,
         "guaranteed": warn_floor.guaranteed,
         "hide_guaranteed": hide_choice.guaranteed,
         "confidence": confidence,
         "calib_negatives": warn_floor.negatives,
         "calib_positives": int(targets.sum()),
         "allowed_false_positives": warn_floor.allowed_fp,
+        "warn_rule": "best F1 within budget"
+        if targets.sum() >= MIN_POSITIVES_FOR_F1
+        else f"budget, p >= {FALLBACK_THRESHOLD}",
     }
     return {"hide": round(hide, 6), "warn": round(warn, 6)}, info
 
 
 def topic_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Best-F1 badge threshold, kept within a sane range; 0.5 with too few positives."""
+    """Best-F1 badge threshold, kept within a sane range; FALLBACK_THRESHOLD with too few positives."""
     if targets.sum() < 5:
-        return 0.5
+        return FALLBACK_THRESHOLD
     return round(f1_threshold(scores, targets, *TOPIC_THRESHOLD_RANGE), 6)
 
 

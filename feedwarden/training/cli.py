@@ -32,6 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     train.set_defaults(handler=_train)
 
+    recal = subparsers.add_parser(
+        "recalibrate", help="refit calibration and thresholds of a finished run on current calib data"
+    )
+    recal.add_argument("--out", type=Path, default=Path("artifacts/run"), help="the run directory")
+    recal.add_argument("--data", type=Path, default=None)
+    recal.add_argument("--tiny", action="store_true")
+    recal.add_argument("--max-length", type=int, default=None)
+    recal.add_argument("--release", action="store_true", help="release the bundle if its gates pass")
+    recal.set_defaults(handler=_recalibrate, epochs=None, max_steps=None, seeds=None)
+
     evaluate = subparsers.add_parser("evaluate", help="evaluate a bundle on the validation set")
     evaluate.add_argument("bundle", type=Path)
     evaluate.add_argument("--out", type=Path, default=Path("artifacts/evaluation"))
@@ -69,6 +79,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recalibrate(args: argparse.Namespace) -> int:
+    from feedwarden.training.pipeline import recalibrate
+
+    _logging()
+    bundle = recalibrate(_config(args), args.data or data_root(), args.out)
+    print(f"recalibrated bundle {bundle.version} at {bundle.path}")
+    return _publish(bundle.path, allow_failing=False) if args.release else 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from feedwarden.training.reevaluate import evaluate_bundle
 
@@ -98,6 +117,7 @@ def _publish(source: Path, allow_failing: bool) -> int:
     load_bundle(staging)
     if dest.exists():
         shutil.rmtree(dest)
+    staging.chmod(0o755)
     staging.rename(dest)
     print(f"released {bundle.version} to {dest}" + (f" (failing gates: {failing})" if failing else ""))
     return 0

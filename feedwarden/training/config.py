@@ -30,7 +30,8 @@ class PipelineConfig:
     hide_budget_ratio: float = 0.25
     confidence: float = 0.9
     int8_max_abs_delta: float = 0.2
-    int8_min_agreement: float = 0.99
+    int8_min_agreement: float = 0.97
+    int8_max_f1_drop: float = 0.02
     janitr_rows: int | None = None
     eval_rows: int | None = None
     mix: MixConfig = field(default_factory=MixConfig)

@@ -22,11 +22,22 @@ from feedwarden.training.config import PipelineConfig
 from feedwarden.training.corpus import Corpus, load_corpus
 from feedwarden.training.data import Example
 from feedwarden.training.evaluate import evaluate, write_report
-from feedwarden.training.views import DEFAULT_FPR_BUDGET, FPR_BUDGETS, TIERS, TaskView, select_view
+from feedwarden.training.views import (
+    DEFAULT_FPR_BUDGET,
+    FPR_BUDGETS,
+    HIDE_FPR_BUDGETS,
+    TIERS,
+    TaskView,
+    select_view,
+)
 
 log = logging.getLogger(__name__)
 BUNDLE_NAME = "feedwarden-default"
 REFERENCE_SOURCES = frozenset({"janitr", "presumed_clean"})
+LABELS_FILE = "labels.json"
+# F1 parity is judged on labels with enough valid positives that one flipped
+# post moves F1 by under ~0.02.
+PARITY_MIN_POSITIVES = 30
 
 
 @dataclass
@@ -73,8 +84,40 @@ def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
         histories["averaged"] = [{"valid_loss": validation_loss(model, sets["valid"])}]
         log.info("weight-averaged model: %s", histories["averaged"])
     t = stage.mark("train", t)
+    (out / LABELS_FILE).write_text(json.dumps(view.heads) + "\n")
     graphs = _export(model, out / "onnx")
-    t = stage.mark("export", t)
+    stage.mark("export", t)
+    extra = {"dropped_labels_below_support": dropped, "history": histories}
+    return finish(config, corpus, view, sets, graphs, out, stage, extra)
+
+
+def recalibrate(config: PipelineConfig, data: Path, out: Path) -> Bundle:
+    """Refit calibration, thresholds and references for a finished run's graphs
+    (`out/onnx`) on the current calib data, re-evaluate and rebuild the bundle."""
+    from feedwarden.training.train import Encoded, load_tokenizer
+
+    heads = json.loads((out / LABELS_FILE).read_text())
+    view = TaskView(safety=tuple(heads["safety"]), topic=tuple(heads["topic"]))
+    corpus = load_corpus(data, config)
+    tokenizer = load_tokenizer(config.max_length)
+    sets = {name: _encode(tokenizer, getattr(corpus, name), view, Encoded) for name in ("valid", "calib")}
+    graphs = {variant: out / "onnx" / f"{variant}.onnx" for variant in ("fp32", "int8")}
+    return finish(config, corpus, view, sets, graphs, out, Stage({}), {"recalibrated": True})
+
+
+def finish(
+    config: PipelineConfig,
+    corpus: Corpus,
+    view: TaskView,
+    sets: dict[str, Any],
+    graphs: dict[str, Path],
+    out: Path,
+    stage: Stage,
+    extra: dict[str, Any],
+) -> Bundle:
+    """From exported graphs: score calib/valid, int8 parity gate, calibration, thresholds,
+    evaluation, report and the candidate bundle."""
+    t = time.monotonic()
     logits = {
         variant: {split: _onnx_logits(path, sets[split].ids) for split in ("calib", "valid")}
         for variant, path in graphs.items()
@@ -85,19 +128,19 @@ def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
     calibration, policy, threshold_info = fit_policy(logits[variant]["calib"], corpus.calib, view, config)
     valid_probs = apply_calibration(logits[variant]["valid"], view, calibration)
     results = evaluate(corpus.valid, valid_probs, view, policy)
-    results |= {
+    results |= extra | {
         "variant": variant,
         "int8_parity": parity,
         "thresholds": threshold_info,
-        "dropped_labels_below_support": dropped,
-        "history": histories,
         "corpus": corpus.report,
         "config": config.to_dict(),
     }
     t = stage.mark("calibrate_evaluate", t)
     references = build_references(logits[variant]["calib"], corpus.calib, view, calibration, policy)
-    sizes = {name: path.stat().st_size for name, path in graphs.items()}
-    results |= {"timings": stage.timings, "sizes": sizes}
+    results |= {
+        "timings": stage.timings,
+        "sizes": {name: path.stat().st_size for name, path in graphs.items()},
+    }
     write_report(out / "report", results, corpus.valid, valid_probs, view, policy)
     bundle = assemble_bundle(out, graphs[variant], config, view, calibration, policy, references, results)
     stage.mark("bundle", t)
@@ -169,8 +212,9 @@ def fit_policy(
         scores, truth = probs[chosen, j], targets[chosen, j]
         if view.head_of(label) == "safety":
             budget = FPR_BUDGETS.get(label, DEFAULT_FPR_BUDGET)
+            hide_budget = HIDE_FPR_BUDGETS.get(label, budget * config.hide_budget_ratio)
             thresholds, info[label] = cal.safety_thresholds(
-                scores, truth, budget, config.hide_budget_ratio, config.confidence
+                scores, truth, budget, hide_budget, config.confidence
             )
             rules[label] = Rule(label, "safety", thresholds, TIERS.get(label, "standard"), budget)
         else:
@@ -184,23 +228,39 @@ def fit_policy(
 def int8_parity(
     logits: dict[str, dict[str, np.ndarray]], corpus: Corpus, view: TaskView, config: PipelineConfig
 ) -> dict[str, Any]:
-    """int8 vs fp32 on valid under fp32's calibration and thresholds: max |Δp| and
-    per-label decision agreement."""
+    """int8 vs fp32 on valid under fp32's calibration and thresholds: max |Δp|, per-label
+    decision agreement and per-label F1 change (labels with >= PARITY_MIN_POSITIVES valid positives)."""
     calibration, policy, _ = fit_policy(logits["fp32"]["calib"], corpus.calib, view, config)
-    fp32 = apply_calibration(logits["fp32"]["valid"], view, calibration)
-    int8 = apply_calibration(logits["int8"]["valid"], view, calibration)
-    delta = np.abs(fp32 - int8)
+    probs = {v: apply_calibration(logits[v]["valid"], view, calibration) for v in ("fp32", "int8")}
+    delta = np.abs(probs["fp32"] - probs["int8"])
     thresholds = np.array([policy.rules[lab].lowest_threshold for lab in view.labels])
-    agreement = ((fp32 >= thresholds) == (int8 >= thresholds)).mean(0)
-    passed = bool(delta.max() <= config.int8_max_abs_delta and agreement.min() >= config.int8_min_agreement)
+    agreement = ((probs["fp32"] >= thresholds) == (probs["int8"] >= thresholds)).mean(0)
+    f1 = {v: evaluate(corpus.valid, probs[v], view, policy)["labels"] for v in probs}
+    f1_change = {
+        lab: f1["int8"][lab]["f1"] - f1["fp32"][lab]["f1"]
+        for lab in view.labels
+        if f1["fp32"][lab]["support"] >= PARITY_MIN_POSITIVES
+    }
+    worst_drop = -min(f1_change.values(), default=0.0)
+    passed = (
+        delta.max() <= config.int8_max_abs_delta
+        and agreement.min() >= config.int8_min_agreement
+        and worst_drop <= config.int8_max_f1_drop
+    )
     return {
         "max_abs_delta": float(delta.max()),
         "p99_abs_delta": float(np.quantile(delta, 0.99)),
         "mean_abs_delta": float(delta.mean()),
         "min_decision_agreement": float(agreement.min()),
         "decision_agreement": {lab: float(a) for lab, a in zip(view.labels, agreement, strict=True)},
-        "gate": {"max_abs_delta": config.int8_max_abs_delta, "min_agreement": config.int8_min_agreement},
-        "passed": passed,
+        "worst_f1_drop": float(worst_drop),
+        "f1_change": f1_change,
+        "gate": {
+            "max_abs_delta": config.int8_max_abs_delta,
+            "min_agreement": config.int8_min_agreement,
+            "max_f1_drop": config.int8_max_f1_drop,
+        },
+        "passed": bool(passed),
     }
 
 
@@ -271,7 +331,9 @@ def manifest_metrics(results: dict[str, Any]) -> dict[str, Any]:
         "aggregate": results["aggregate"],
         "janitr": results["janitr"],
         "tweeteval": results["tweeteval"],
-        "int8_parity": {k: v for k, v in results["int8_parity"].items() if k != "decision_agreement"},
+        "int8_parity": {
+            k: v for k, v in results["int8_parity"].items() if k not in ("decision_agreement", "f1_change")
+        },
         "gates": {lab: g["status"] for lab, g in results["gates"].items()},
     }
 

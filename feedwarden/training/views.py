@@ -73,10 +73,13 @@ TIERS = {
     "recovery_scam": "critical",
     "hate": "critical",
 }
-# Per-label false-positive-rate budgets for the warn threshold (default 2%).
-# Hate and offensive are judged by macro-F1 on a ~40%-positive benchmark; a 2%
-# budget would make them nearly silent, so their budget is wider.
-FPR_BUDGETS = {"hate": 0.10, "offensive": 0.10}
+# Per-label false-positive-rate budgets for the warn threshold (default 2%) and
+# for hide (default a quarter of warn's). Hate and offensive are judged by
+# macro-F1 on ~40%-positive benchmarks: a 2% budget would leave them nearly
+# silent, so warn gets a wide budget (the F1-best threshold inside it) and
+# hide a tight one.
+FPR_BUDGETS = {"hate": 0.25, "offensive": 0.25}
+HIDE_FPR_BUDGETS = {"hate": 0.02, "offensive": 0.02}
 DEFAULT_FPR_BUDGET = 0.02
 
 

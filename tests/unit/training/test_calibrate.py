@@ -49,14 +49,14 @@ def test_safety_thresholds_keep_hide_above_warn() -> None:
     rng = np.random.default_rng(1)
     scores = np.concatenate([rng.beta(2, 8, 2000), rng.beta(8, 2, 60)])
     targets = np.concatenate([np.zeros(2000), np.ones(60)])
-    thresholds, info = safety_thresholds(scores, targets, 0.02, 0.25, 0.9)
+    thresholds, info = safety_thresholds(scores, targets, 0.02, 0.005, 0.9)
     assert thresholds["hide"] >= thresholds["warn"]
     assert (scores[:2000] >= thresholds["warn"]).mean() <= 0.02
     assert info["guaranteed"] is True
 
 
 def test_topic_threshold_is_clamped_and_falls_back() -> None:
-    assert topic_threshold(np.array([0.9, 0.1]), np.array([1.0, 0.0])) == 0.5
+    assert topic_threshold(np.array([0.9, 0.1]), np.array([1.0, 0.0])) == 0.3
     scores = np.array([0.05] * 10 + [0.95] * 10)
     targets = np.array([0.0] * 10 + [1.0] * 10)
     assert topic_threshold(scores, targets) == 0.5  # midway between the classes
@@ -74,3 +74,11 @@ def test_ece_is_zero_for_perfect_calibration() -> None:
     probs = np.array([0.25] * 4 + [0.75] * 4)
     targets = np.array([1, 0, 0, 0, 1, 1, 1, 0], float)
     assert expected_calibration_error(probs, targets) == pytest.approx(0.0)
+
+
+def test_few_positive_labels_warn_no_lower_than_the_fallback() -> None:
+    scores = np.concatenate([np.linspace(0, 0.1, 1000), [0.3, 0.9]])
+    targets = np.concatenate([np.zeros(1000), np.ones(2)])
+    thresholds, info = safety_thresholds(scores, targets, 0.02, 0.005, 0.9)
+    assert thresholds["warn"] == 0.3
+    assert info["warn_rule"] == "budget, p >= 0.3"
