@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
@@ -151,7 +151,7 @@ class ModelLoop:
             return None
         return (stats if current is None else WindowStats.from_dict(current).merge(stats)).to_dict()
 
-    async def evaluate_closed(self, entries: Iterator[Entry]) -> list[Verdict]:
+    async def evaluate_closed(self, entries: Iterable[Entry]) -> list[Verdict]:
         verdicts = []
         for stats in self.monitor.due(entries, time.time()).values():
             verdict = self.monitor.evaluate(stats)
