@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-STREAM_COMMANDS = ("worker", "score", "broker", "run")
+STREAM_COMMANDS = ("worker", "score", "broker", "run", "bench")
 EXIT_CONFIG = 2
 
 
@@ -45,6 +45,11 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=120.0, help="with --once: give up after this long")
     run.add_argument("--web-port", type=int, default=6066)
     run.set_defaults(handler=_run)
+
+    bench = commands.add_parser("bench", help="worker throughput on the embedded broker, per batch size")
+    bench.add_argument("--posts", type=int, default=2000, help="backlog of sample posts per run")
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
+    bench.set_defaults(handler=_bench)
 
     if with_training:
         _register_training(commands)
@@ -133,6 +138,12 @@ def _run(args: argparse.Namespace) -> int:
 
     return run(RunOptions(posts=args.posts, malformed=args.malformed, once=args.once,
                           timeout_s=args.timeout, web_port=args.web_port))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from feedwarden.stream.bench import bench
+
+    return bench(args.posts, args.batch_sizes)
 
 
 if __name__ == "__main__":

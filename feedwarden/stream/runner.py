@@ -52,11 +52,11 @@ def run(options: RunOptions, out: TextIO = sys.stdout) -> int:
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with start_broker() as broker:
-            env = _worker_env(broker, options.web_port)
+            env = local_worker_env(broker, options.web_port)
             settings = Settings.from_env(env)
             asyncio.run(ensure_topics(settings))
             print(f"broker   {broker.bootstrap} (embedded Tansu, memory only)", file=out)
-            with _worker(env) as worker:
+            with worker_process(env) as worker:
                 print(f"worker   pid {worker.pid}; metrics http://127.0.0.1:{settings.web_port}/metrics, "
                       f"readiness /readyz", file=out)
                 return asyncio.run(_replay_and_watch(settings, options, worker, out))
@@ -72,7 +72,7 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise Stopped
 
 
-def _worker_env(broker: EmbeddedBroker, web_port: int) -> dict[str, str]:
+def local_worker_env(broker: EmbeddedBroker, web_port: int) -> dict[str, str]:
     port = web_port if _port_free(web_port) else free_port()
     return os.environ | {
         "KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -92,7 +92,7 @@ def _port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def _worker(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(env: Mapping[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """A `feedwarden worker` child in its own session, so a terminal Ctrl-C reaches only us."""
     process = subprocess.Popen(
         [sys.executable, "-m", "feedwarden.cli", "worker", "--log-level", "warning"],
@@ -121,14 +121,14 @@ async def _replay_and_watch(
     posts = list(numbered_posts(options.posts))
     bad = malformed_payloads(options.malformed)
     texts = {str(p["id"]): str(p["text"]) for p in posts}
-    await _produce(settings, [orjson.dumps(p) for p in posts] + [payload for _, payload in bad])
+    await produce_posts(settings, [orjson.dumps(p) for p in posts] + [payload for _, payload in bad])
     print(f"replayed {len(posts)} posts and {len(bad)} malformed payloads to '{settings.topics.posts}'",
           file=out)
     expected = {settings.topics.decisions: len(posts), settings.topics.dlq: len(bad)}
     return await _watch(settings, options, expected, texts, worker, out)
 
 
-async def _produce(settings: Settings, payloads: list[bytes]) -> None:
+async def produce_posts(settings: Settings, payloads: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     await producer.start()
     try:
