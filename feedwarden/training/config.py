@@ -22,9 +22,9 @@ class PipelineConfig:
     pos_weight_cap: float = 5.0
     max_steps: int | None = None
     min_support: int = 25
-    hate_train_rows: int = 3000
-    offensive_train_rows: int = 3000
-    davidson_train_rows: int = 1000
+    hate_train_rows: int = 5000
+    offensive_train_rows: int = 6000
+    davidson_train_rows: int = 500
     tweeteval_calib_rows: int = 800
     calib_clean_share: float = 0.95
     hide_budget_ratio: float = 0.25

@@ -64,7 +64,7 @@ def binary_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float) -> 
     }
 
 
-def label_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, float]:
+def label_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:
     metrics: dict[str, Any] = binary_metrics(probs, targets, threshold) | {"threshold": threshold}
     has_both = 0 < targets.sum() < len(targets)
     metrics["pr_auc"] = float(average_precision_score(targets, probs)) if has_both else float("nan")
@@ -74,7 +74,7 @@ def label_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float) -> d
 
 def per_label(
     probs: np.ndarray, targets: np.ndarray, mask: np.ndarray, view: TaskView, policy: Policy
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     out = {}
     for j, label in enumerate(view.labels):
         rows = mask[:, j] > 0
@@ -153,7 +153,7 @@ def aggregate_f1(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]
 
 def check_gates(metrics: Mapping[str, Mapping[str, Any]], policy: Policy) -> dict[str, dict[str, Any]]:
     """Per-label pass/fail against its tier's gate; too few positives means not judged."""
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for label, m in metrics.items():
         rule = policy.rules[label]
         gate = GATES[rule.tier]

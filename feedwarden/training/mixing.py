@@ -23,8 +23,8 @@ HARD_NEGATIVE_SOURCES = frozenset({"tweeteval_hate", "tweeteval_offensive", "dav
 @dataclass(frozen=True)
 class MixConfig:
     floor: int = 60
-    cap: int = 1500
-    clean_rows: int = 2000
+    cap: int = 2500
+    clean_rows: int = 4000
     hard_negative_share: float = 0.5
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ def encoder_dir() -> Path:
     return path
 
 
-def load_encoder() -> nn.Module:
+def load_encoder() -> Any:
     """The pretrained encoder, offline, with eager attention so ORT can fuse it after export."""
     from transformers import AutoModel
 
@@ -30,10 +31,9 @@ def load_encoder() -> nn.Module:
 class TwoHeadClassifier(nn.Module):
     """input_ids, attention_mask -> (safety_logits, topic_logits); one encoder pass."""
 
-    def __init__(self, encoder: nn.Module, n_safety: int, n_topic: int) -> None:
+    def __init__(self, encoder: nn.Module, hidden: int, n_safety: int, n_topic: int) -> None:
         super().__init__()
         self.encoder = encoder
-        hidden = int(encoder.config.hidden_size)
         self.dropout = nn.Dropout(0.1)
         self.safety = nn.Linear(hidden, n_safety)
         self.topic = nn.Linear(hidden, n_topic)
@@ -49,4 +49,5 @@ class TwoHeadClassifier(nn.Module):
 
 
 def build_model(n_safety: int, n_topic: int) -> TwoHeadClassifier:
-    return TwoHeadClassifier(load_encoder(), n_safety, n_topic)
+    encoder = load_encoder()
+    return TwoHeadClassifier(encoder, int(encoder.config.hidden_size), n_safety, n_topic)

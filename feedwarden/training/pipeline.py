@@ -73,9 +73,9 @@ def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
     }
     t = stage.mark("data", t)
     models = []
-    histories = {}
+    histories: dict[str, list[dict[str, float]]] = {}
     for seed in config.seeds:
-        model, histories[seed] = train_model(
+        model, histories[f"seed_{seed}"] = train_model(
             sets["train"], sets["valid"], len(view.safety), len(view.topic), config, seed
         )
         models.append(model)
@@ -274,11 +274,10 @@ def build_references(
     """Per-label score histograms on the realistic base-rate part of calib."""
     chosen = [i for i, r in enumerate(rows) if r.source in REFERENCE_SOURCES]
     probs = apply_calibration(logits[chosen], view, calibration)
-    out = {}
-    for j, label in enumerate(view.labels):
-        ref = cal.reference_histogram(probs[:, j], policy.rules[label].lowest_threshold)
-        out[label] = Reference(float(ref["rate"]), tuple(ref["edges"]), tuple(ref["hist"]), int(ref["n"]))  # type: ignore[arg-type]
-    return out
+    return {
+        label: cal.reference_histogram(probs[:, j], policy.rules[label].lowest_threshold)
+        for j, label in enumerate(view.labels)
+    }
 
 
 def assemble_bundle(

@@ -418,9 +418,8 @@ def handle_request(raw: bytes, options: Options, ledger: Ledger, job: Callable[[
     if key in ledger.keys:
         log.info("request %s already handled", key)
         return "duplicate"
-    current = Registry(options.registry).current()
-    serving = current.version if current else None
-    if serving is not None and request["model_version"] != serving:
+    serving = serving_bundle(Registry(options.registry), options.bundle).version
+    if request["model_version"] != serving:
         ledger.record(key, "stale", f"serving {serving}")
         log.info("request %s is about %s, serving is %s: stale", key, request["model_version"], serving)
         return "stale"

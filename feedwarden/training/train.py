@@ -78,7 +78,7 @@ def batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> Iter
     order = list(range(len(lengths)))
     rng.shuffle(order)
     window = batch_size * 50
-    chunks = []
+    chunks: list[list[int]] = []
     for start in range(0, len(order), window):
         part = sorted(order[start : start + window], key=lambda i: lengths[i])
         chunks.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))

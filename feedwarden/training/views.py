@@ -90,9 +90,19 @@ class SourceView:
     name: str
     label_map: Mapping[str, tuple[str, ...]]
     annotates: frozenset[str]
+    # Labels outside the source's taxonomy that its rows are still taken to be
+    # negative for, except rows carrying one of `presumption_void_if`.
+    presumed_negative: frozenset[str] = frozenset()
+    presumption_void_if: frozenset[str] = frozenset()
 
     def head_labels(self, raw: frozenset[str]) -> set[str]:
         return {head for label in raw for head in self.label_map.get(label, ())}
+
+    def annotated(self, raw: frozenset[str]) -> frozenset[str]:
+        """The head labels a row of this source carries a known value for."""
+        if raw & self.presumption_void_if:
+            return self.annotates
+        return self.annotates | self.presumed_negative
 
 
 # An umbrella label: any of the scam-bucket labels (the source project's 3-class
@@ -102,8 +112,11 @@ UMBRELLA = "scam_or_spam"
 JANITR_LABELS = tuple(lab for lab in SAFETY_LABELS + TOPIC_LABELS if lab not in ("hate", "offensive"))
 
 
+JANITR_ABUSE_ADJACENT = frozenset({"profanity", "ragebait", "harassment", "hate_speech", "threat"})
+
+
 def _janitr_map() -> dict[str, tuple[str, ...]]:
-    mapping = {label: (label,) for label in JANITR_LABELS if label != UMBRELLA}
+    mapping: dict[str, tuple[str, ...]] = {label: (label,) for label in JANITR_LABELS if label != UMBRELLA}
     for raw in SCAM_BUCKET:
         mapping[raw] = (*mapping.get(raw, ()), UMBRELLA)
     return mapping
@@ -119,7 +132,17 @@ TWEETTOPIC_MAP = {
 }
 
 SOURCES: Mapping[str, SourceView] = {
-    "janitr": SourceView("janitr", _janitr_map(), frozenset(JANITR_LABELS)),
+    # Janitr's taxonomy has its own abuse-adjacent labels (profanity, ragebait):
+    # a Janitr post without them is taken as neither hateful nor offensive.
+    # Without this the hate/offensive heads never see ordinary posts and fire
+    # on crypto news.
+    "janitr": SourceView(
+        "janitr",
+        _janitr_map(),
+        frozenset(JANITR_LABELS),
+        presumed_negative=frozenset({"hate", "offensive"}),
+        presumption_void_if=JANITR_ABUSE_ADJACENT,
+    ),
     "tweeteval_hate": SourceView("tweeteval_hate", {"hate": ("hate",)}, frozenset({"hate"})),
     "tweeteval_offensive": SourceView(
         "tweeteval_offensive", {"offensive": ("offensive",)}, frozenset({"offensive"})
@@ -167,7 +190,7 @@ class TaskView:
         mask = np.zeros_like(y)
         for i, row in enumerate(rows):
             source = self.sources[row.source]
-            for label in source.annotates & column.keys():
+            for label in source.annotated(row.labels) & column.keys():
                 mask[i, column[label]] = 1.0
             for label in source.head_labels(row.labels) & column.keys():
                 y[i, column[label]] = 1.0

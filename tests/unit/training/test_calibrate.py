@@ -65,9 +65,9 @@ def test_topic_threshold_is_clamped_and_falls_back() -> None:
 
 def test_reference_histogram_shares_sum_to_one() -> None:
     ref = reference_histogram(np.array([0.0, 0.1, 0.5, 0.99, 1.0]), 0.5, bins=10)
-    assert sum(ref["hist"]) == pytest.approx(1.0)
-    assert ref["rate"] == pytest.approx(0.6)
-    assert len(ref["edges"]) == 11
+    assert sum(ref.hist) == pytest.approx(1.0)
+    assert ref.rate == pytest.approx(0.6)
+    assert len(ref.edges) == 11
 
 
 def test_ece_is_zero_for_perfect_calibration() -> None:

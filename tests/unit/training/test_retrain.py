@@ -272,9 +272,7 @@ def test_labels_without_calib_data_keep_their_serving_rule(job: Job, monkeypatch
 
 
 def test_requests_are_deduplicated_and_stale_ones_skipped(tmp_path: Path, tiny_bundle: Bundle) -> None:
-    registry = Registry(tmp_path / "registry")
-    retrain.adopt(registry, tiny_bundle)
-    options = retrain.Options(data=tmp_path, registry=registry.root)
+    options = retrain.Options(data=tmp_path, registry=tmp_path / "registry", bundle=tiny_bundle.path)
     ledger = retrain.Ledger.open(tmp_path / "ledger.jsonl")
     runs: list[dict[str, object]] = []
 

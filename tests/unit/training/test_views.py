@@ -26,7 +26,7 @@ def test_masks_cover_only_what_a_source_annotates() -> None:
     ]
     y, mask = VIEW.targets(rows)
     assert VIEW.labels == ("scam", "spam", "hate", "offensive", "topic_crypto", "topic_sports")
-    np.testing.assert_array_equal(mask[0], [1, 1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(mask[0], [1, 1, 1, 1, 1, 1])  # presumed not hate/offensive
     np.testing.assert_array_equal(y[0], [1, 0, 0, 0, 1, 0])
     np.testing.assert_array_equal(mask[1], [0, 0, 1, 0, 0, 0])
     np.testing.assert_array_equal(y[1], [0, 0, 1, 0, 0, 0])
@@ -63,3 +63,8 @@ def test_umbrella_label_pools_every_scam_bucket_label() -> None:
     y, mask = UMBRELLA_VIEW.targets(rows)
     np.testing.assert_array_equal(y, [[0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     assert mask.min() == 1
+
+
+def test_janitr_presumption_is_void_for_abuse_adjacent_rows() -> None:
+    _, mask = VIEW.targets([_row("janitr", {"profanity"})])
+    np.testing.assert_array_equal(mask[0], [1, 1, 0, 0, 1, 1])
