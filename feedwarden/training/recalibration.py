@@ -8,9 +8,10 @@ the same splits the training pipeline uses. The data directory has no test
 split, and none would be read. Moderator verdicts join one side or the other
 by a hash of the post id (`training.feedback.half`).
 
-The Janitr + presumed-clean part of each split is rebuilt at a realistic base
-rate (`clean_share` of its rows carry no safety label), with the verdict rows
-counted as labelled rows. Drift references are measured on the calib part
+The Janitr + presumed-clean part of each split is the corpus's, at a
+realistic base rate (`clean_share` of its rows carry no safety label); the
+verdict rows join it with their own presumed-clean fill at the same rate, so
+the part stays at the base rate and no corpus row is dropped. Drift references are measured on the calib part
 without verdicts (reviewed posts are not a sample of the stream).
 
 Platt parameters, thresholds, tiers and FPR budgets are the training
@@ -45,6 +46,8 @@ from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration, f
 from feedwarden.training.views import SCAM_BUCKET, TaskView
 
 PRESUMED = "presumed_clean"
+# Loading the corpus at this clean share picks (nearly) every presumed-clean row.
+HEADROOM_SHARE = 0.99
 DEFAULT_EDGES = tuple(round(float(e), 4) for e in np.linspace(0.0, 1.0, 21))
 _RECAL_SUFFIX = re.compile(r"(-r\d{8}T\d{6}Z)+$")
 _KEEP_METRICS = ("threshold", "precision", "recall", "f1", "fpr", "support", "pr_auc", "ece")
@@ -65,21 +68,37 @@ def load_pools(data: Path, clean_share: float, seed: int, eval_rows: int | None 
     return Pools(corpus.calib, corpus.valid)
 
 
+def spare_presumed(data: Path, seed: int, used: Pools) -> Pools:
+    """The presumed-clean rows the corpus did not pick at the requested base rate:
+    fill that keeps verdict rows at the base rate too."""
+    every = load_pools(data, HEADROOM_SHARE, seed)
+    taken = {r.id for r in used.calib + used.valid}
+    calib, valid = (
+        [r for r in rows if r.source == PRESUMED and r.id not in taken] for rows in (every.calib, every.valid)
+    )
+    return Pools(calib, valid)
+
+
 def is_flagged(row: Example, safety: Sequence[str]) -> bool:
     """Whether a row carries any safety label (raw scam-bucket names count too)."""
     return bool(row.labels & (SCAM_BUCKET | set(safety)))
 
 
-def at_base_rate(
-    rows: Sequence[Example], extra: Sequence[Example], safety: Sequence[str], clean_share: float, seed: int
+def with_verdicts(
+    rows: Sequence[Example],
+    verdicts: Sequence[Example],
+    spare: Sequence[Example],
+    safety: Sequence[str],
+    clean_share: float,
+    seed: int,
 ) -> list[Example]:
-    """`rows` with their Janitr + presumed-clean part rebuilt, `extra` labelled rows added,
-    so that `clean_share` of that part has no safety label; other sources are kept as they are."""
-    base = [r for r in rows if r.source in REFERENCE_SOURCES]
-    labelled = [r for r in base if r.source != PRESUMED] + list(extra)
-    presumed = [r for r in base if r.source == PRESUMED]
-    chosen = base_rate_set(labelled, presumed, lambda r: is_flagged(r, safety), clean_share, seed)
-    return chosen + [r for r in rows if r.source not in REFERENCE_SOURCES]
+    """`rows` (already at the base rate) plus the verdict rows and enough `spare` presumed-clean
+    rows that the added part is at `clean_share` too. The corpus rows are never dropped; if
+    `spare` runs short, verdict positives are subsampled (`mixing.base_rate_set`)."""
+    if not verdicts:
+        return list(rows)
+    added = base_rate_set(verdicts, spare, lambda r: is_flagged(r, safety), clean_share, seed)
+    return list(rows) + added
 
 
 def clean_share_of(rows: Sequence[Example], safety: Sequence[str]) -> float:

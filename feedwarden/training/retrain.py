@@ -187,19 +187,24 @@ async def _read_feedback(bootstrap: str, topic: str, timeout_s: float) -> Feedba
 
 
 def _pools(options: Options, serving: Bundle, verdicts: list[Example]) -> Pools:
+    """The corpus's calib and gate sets at the base rate, each with its half of the verdicts."""
     from feedwarden.training.data import DatasetError, drop_overlap
-    from feedwarden.training.recalibration import Pools, at_base_rate, load_pools
+    from feedwarden.training.recalibration import Pools, load_pools, spare_presumed, with_verdicts
 
     try:
         pools = load_pools(options.data, options.clean_share, options.seed, options.eval_rows)
     except DatasetError as exc:
         raise InputError(str(exc)) from exc
-    safety = serving.manifest.head("safety").labels
+    if not verdicts:
+        return pools
+    spare = spare_presumed(options.data, options.seed, pools)
     gate = drop_overlap([r for r in verdicts if r.split == "valid"], pools.calib)
     tune = drop_overlap([r for r in verdicts if r.split == "calib"], pools.valid + gate)
+    safety = serving.manifest.head("safety").labels
+    share, seed = options.clean_share, options.seed
     return Pools(
-        at_base_rate(pools.calib, tune, safety, options.clean_share, options.seed),
-        at_base_rate(pools.valid, gate, safety, options.clean_share, options.seed),
+        with_verdicts(pools.calib, tune, spare.calib, safety, share, seed),
+        with_verdicts(pools.valid, gate, spare.valid, safety, share, seed),
     )
 
 

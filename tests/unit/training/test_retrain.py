@@ -16,7 +16,7 @@ from feedwarden.models.registry import Registry, check_version
 from feedwarden.models.updates import ModelUpdate, UpdateError, decode
 from feedwarden.training import feedback, recalibration, retrain
 from feedwarden.training.data import Example
-from feedwarden.training.recalibration import Pools, at_base_rate, clean_share_of, version_name
+from feedwarden.training.recalibration import Pools, clean_share_of, version_name, with_verdicts
 from feedwarden.training.views import UMBRELLA, TaskView
 
 NOW = datetime(2026, 11, 22, 1, 30, 0, tzinfo=UTC)
@@ -57,32 +57,67 @@ def _pool(per_label: int, presumed: int, split: str, inverted: bool = False) -> 
 # ------------------------------------------------------------------ base-rate calibration set
 
 
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _labelled(prefix: str, n: int, labels: list[str], field: str = "labels") -> list[dict[str, object]]:
+    return [{"id": f"{prefix}-{i}", "text": f"{prefix} post number {i}", field: labels} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded, synthetic data root with every source the corpus loader reads."""
+    root = tmp_path_factory.mktemp("data")
+    for split in ("train", "valid", "calib"):
+        rows = _labelled(f"j{split} scam", 20, ["scam"]) + _labelled(f"j{split} clean", 30, ["clean"])
+        _write_jsonl(root / "janitr" / f"{split}.jsonl", rows)
+    for task in ("hate", "offensive"):
+        train = _labelled(f"{task} yes", 600, [task]) + _labelled(f"{task} no", 600, [])
+        _write_jsonl(root / "tweeteval" / f"{task}_train.jsonl", train)
+        val = _labelled(f"{task} val yes", 150, [task]) + _labelled(f"{task} val no", 150, [])
+        _write_jsonl(root / "tweeteval" / f"{task}_val.jsonl", val)
+    _write_jsonl(root / "davidson" / "davidson.jsonl", _labelled("davidson", 2500, []))
+    for name in ("train", "validation"):
+        _write_jsonl(
+            root / "tweettopic" / f"en_{name}.jsonl", _labelled(f"topic {name}", 20, ["sports"], "topics")
+        )
+    return root
+
+
 @pytest.mark.parametrize("share", [0.90, 0.95, 0.98])
-def test_base_rate_share_is_exact_for_a_seeded_pool(share: float) -> None:
-    positives = [_row(f"scam {i}", {"scam"}) for i in range(40)]
-    clean = [_row(f"day {i}", {"clean"}) for i in range(60)]
-    presumed = [_row(f"p {i}", set(), "presumed_clean") for i in range(2000)]
-    other = [_row(f"hate {i}", {"hate"}, "tweeteval_hate") for i in range(30)]
-    rows = at_base_rate(positives + clean + presumed + other, [], SAFETY, share, seed=7)
-    base = [r for r in rows if r.source in ("janitr", "presumed_clean")]
-    flagged = sum(bool(r.labels & {"scam"}) for r in base)
-    assert flagged == 40
-    assert len(base) - flagged == round(40 * share / (1 - share))
+def test_base_rate_share_is_exact_for_a_seeded_pool(data_dir: Path, share: float) -> None:
+    pools = recalibration.load_pools(data_dir, share, seed=7)
+    for rows in (pools.calib, pools.valid):
+        base = [r for r in rows if r.source in ("janitr", "presumed_clean")]
+        assert sum(bool(r.labels & {"scam"}) for r in base) == 20  # every Janitr positive kept
+        assert clean_share_of(rows, SAFETY) == pytest.approx(share, abs=1e-12)
+    assert {r.source for r in pools.calib} >= {"tweeteval_hate", "tweeteval_offensive"}
+
+
+@pytest.mark.parametrize("share", [0.90, 0.95, 0.98])
+def test_verdicts_join_at_the_base_rate_without_dropping_corpus_rows(data_dir: Path, share: float) -> None:
+    pools = recalibration.load_pools(data_dir, share, seed=7)
+    spare = recalibration.spare_presumed(data_dir, 7, pools)
+    assert not {r.id for r in spare.calib + spare.valid} & {r.id for r in pools.calib + pools.valid}
+    verdicts = [_row(f"confirmed {i}", {"scam"}, "feedback/scam") for i in range(5)]
+    verdicts += [_row(f"overturned {i}", set(), "feedback/scam") for i in range(3)]
+    rows = with_verdicts(pools.calib, verdicts, spare.calib, SAFETY, share, seed=3)
+    assert rows[: len(pools.calib)] == pools.calib and set(verdicts) <= set(rows)
     assert clean_share_of(rows, SAFETY) == pytest.approx(share, abs=1e-12)
-    assert [r for r in rows if r.source == "tweeteval_hate"] == other
-    assert all(r in positives + clean for r in base if r.source == "janitr")
+    assert rows == with_verdicts(pools.calib, verdicts, spare.calib, SAFETY, share, seed=3)
 
 
-def test_base_rate_set_counts_verdicts_and_is_deterministic() -> None:
-    rows = [_row(f"scam {i}", {"scam"}) for i in range(20)] + [
-        _row(f"p {i}", set(), "presumed_clean") for i in range(1000)
+def test_short_spare_pool_subsamples_verdicts_only() -> None:
+    rows = [_row(f"scam {i}", {"scam"}) for i in range(5)] + [
+        _row(f"p {i}", set(), "presumed_clean") for i in range(95)
     ]
     verdicts = [_row(f"v {i}", {"scam"}, "feedback/scam") for i in range(10)]
-    verdicts += [_row(f"o {i}", set(), "feedback/scam") for i in range(5)]
-    first = at_base_rate(rows, verdicts, SAFETY, 0.95, seed=3)
-    assert first == at_base_rate(rows, verdicts, SAFETY, 0.95, seed=3)
-    assert set(verdicts) <= set(first)
-    assert clean_share_of(first, SAFETY) == pytest.approx(0.95)
+    spare = [_row(f"s {i}", set(), "presumed_clean") for i in range(38)]
+    chosen = with_verdicts(rows, verdicts, spare, SAFETY, 0.95, seed=1)
+    assert chosen[: len(rows)] == rows
+    assert sum(r.source == "feedback/scam" for r in chosen) == 2  # 38 fill rows carry 2 positives
 
 
 # ------------------------------------------------------------------ version names
@@ -233,7 +268,6 @@ def test_passing_candidate_is_written_promoted_and_announced(
     assert bundle.manifest.files["model.onnx"] == original.manifest.files["model.onnx"]
     assert bundle.manifest.metrics["gates"]["scam"] == "pass"
     assert set(bundle.manifest.reference) == set(json.loads(bundle.policy_path.read_text())["rules"])
-    assert outcome.details["clean_share"]["calib"] == pytest.approx(0.95)
     Engine(bundle, providers="cpu").score(["scam"])  # the new bundle serves
 
 
