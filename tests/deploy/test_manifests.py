@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from feedwarden.models.updates import UPDATES_TOPIC
+from feedwarden.stream.loop import loop_topics
 from feedwarden.stream.settings import Settings, Topics
 from feedwarden.training.retrain import Topics as RetrainTopics
 from tests.deploy.support import COMPOSE, DEPLOY, K8S, PROMETHEUS_CONFIG, ROOT, load_yaml, load_yaml_all
@@ -82,16 +83,23 @@ def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
     assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
-def test_compose_worker_env_is_understood_by_the_worker(compose: dict[str, Any], tmp_path: Path) -> None:
+def _settings(env: dict[str, Any]) -> Settings:
+    """Settings.from_env on `env`, with a stand-in bundle (it only has to hold a manifest)."""
+    with tempfile.TemporaryDirectory() as bundle:
+        (Path(bundle) / "manifest.json").write_text("{}")
+        return Settings.from_env({**{k: str(v) for k, v in env.items()}, "FEEDWARDEN_BUNDLE": bundle})
+
+
+def test_compose_worker_env_is_understood_by_the_worker(compose: dict[str, Any]) -> None:
     known = _worker_env_names()
-    (tmp_path / "manifest.json").write_text("{}")  # Settings only checks that a bundle is there
     for name, worker in _workers(compose).items():
         env = worker["environment"]
         assert set(env) <= known, f"{name}: unknown variables {sorted(set(env) - known)}"
         assert env["KAFKA_BOOTSTRAP"] == "kafka:9092"
-        values = {k: str(v) for k, v in env.items()}
-        settings = Settings.from_env({**values, "FEEDWARDEN_BUNDLE": str(tmp_path)})
+        settings = _settings(env)
         assert settings.partitions == _topic_specs(compose)["posts"][0]
+        registry = str(settings.drift.registry)
+        assert any(v.split(":")[1] == registry for v in worker["volumes"]), "registry not mounted"
 
 
 def test_compose_topics(compose: dict[str, Any]) -> None:
@@ -101,6 +109,14 @@ def test_compose_topics(compose: dict[str, Any]) -> None:
                                     "drift.alerts"}
     assert wanted <= set(specs), f"topics not created: {sorted(wanted - set(specs))}"
     assert specs["posts"][0] == 12
+    # The worker's own topic layout (what it would create itself) with the compose settings:
+    # drift.stats must keep ONE partition, its Faust table is co-partitioned with it.
+    [worker, *_] = _workers(compose).values()
+    settings = _settings(worker["environment"])
+    for topic, partitions in loop_topics(settings).items():
+        assert specs[topic][0] == partitions, topic
+    for topic in settings.topics.all():
+        assert specs[topic][0] == (3 if topic == settings.topics.dlq else settings.partitions), topic
     for topic in ("decisions", "decisions.hide", "decisions.warn", "decisions.badge"):
         assert int(specs[topic][1]["retention.ms"]) == 7 * DAY_MS, topic
     assert int(specs["posts.dlq"][1]["retention.ms"]) == 14 * DAY_MS
@@ -120,7 +136,7 @@ def test_compose_mounts_exist(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            if source.startswith("."):
+            if source.startswith("./"):  # config shipped in deploy/ (../registry is made at run time)
                 assert (COMPOSE.parent / source).exists(), f"{name}: {source} does not exist"
 
 
@@ -202,16 +218,16 @@ def test_deployment_env_sources(k8s: dict) -> None:
     assert data["FEEDWARDEN_THREADS"] == _container(k8s)["resources"]["limits"]["cpu"]
 
 
-def test_configmap_settings_are_valid(k8s: dict, tmp_path: Path) -> None:
+def test_configmap_settings_are_valid(k8s: dict) -> None:
     """The worker would start with this ConfigMap plus the Secret (CA file and bundle aside)."""
     data = dict(k8s[("ConfigMap", "feedwarden-config")]["data"])
     data.pop("FEEDWARDEN_KAFKA_CA_FILE")  # mounted from a Secret in the pod
     example = {doc["metadata"]["name"]: doc for doc in load_yaml_all(K8S / "secret.example.yaml")}
-    (tmp_path / "manifest.json").write_text("{}")
-    env = {**data, **example["feedwarden-kafka"]["stringData"], "FEEDWARDEN_BUNDLE": str(tmp_path)}
-    settings = Settings.from_env(env)
+    settings = _settings({**data, **example["feedwarden-kafka"]["stringData"]})
     assert settings.security.protocol == "SASL_SSL" and settings.security.username
     assert settings.web_port == _container(k8s)["ports"][0]["containerPort"]
+    mounts = {m["mountPath"]: m for m in _container(k8s)["volumeMounts"]}
+    assert mounts[str(settings.drift.registry)].get("readOnly") is True
 
 
 def test_selectors_match_pods(k8s: dict) -> None:

@@ -118,8 +118,12 @@ def worker(
     """`feedwarden worker` on private topics and a private group, ready to consume."""
     scratch = tmp_path_factory.mktemp("prometheus-live-worker")
     tag = f"promlive-{uuid.uuid4().hex[:8]}"
+    # Every topic private, so nothing this worker emits reaches other tests on the same broker.
     topics = {"POSTS": f"{tag}.posts", "DECISIONS": f"{tag}.decisions", "HIDE": f"{tag}.decisions.hide",
-              "WARN": f"{tag}.decisions.warn", "BADGE": f"{tag}.decisions.badge", "DLQ": f"{tag}.posts.dlq"}
+              "WARN": f"{tag}.decisions.warn", "BADGE": f"{tag}.decisions.badge", "DLQ": f"{tag}.posts.dlq",
+              "DRIFT_STATS": f"{tag}.drift.stats", "DRIFT_ALERTS": f"{tag}.drift.alerts",
+              "RETRAIN_REQUESTS": f"{tag}.retrain.requests", "MODEL_UPDATES": f"{tag}.model.updates",
+              "SHADOW": f"{tag}.decisions.shadow"}
     port = _free_port()
     env = {
         **os.environ,
@@ -131,6 +135,7 @@ def worker(
         "FEEDWARDEN_SESSION_TIMEOUT_S": "6",  # Tansu answers JoinGroup after half of it
         "FEEDWARDEN_BATCH_WAIT_MS": "20",
         "FEEDWARDEN_PROVIDERS": "cpu",
+        "FEEDWARDEN_REGISTRY": str(scratch / "registry"),
         **{f"FEEDWARDEN_TOPIC_{key}": name for key, name in topics.items()},
     }
     log = scratch / "worker.log"
