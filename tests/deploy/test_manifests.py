@@ -47,7 +47,8 @@ def _workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if svc.get("image", "").startswith("feedwarden")}
 
 
-def _topic_specs(compose: dict[str, Any]) -> dict[str, tuple[int, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def topic_specs(compose: dict[str, Any]) -> dict[str, tuple[int, dict[str, str]]]:
     """topic -> (partitions, configs), by running kafka-init's script with kafka-topics.sh stubbed
     to print its arguments (compose's `$$` unescaped to `$`, as compose does)."""
     init = compose["services"]["kafka-init"]
@@ -90,20 +91,22 @@ def _settings(env: dict[str, Any]) -> Settings:
         return Settings.from_env({**{k: str(v) for k, v in env.items()}, "FEEDWARDEN_BUNDLE": bundle})
 
 
-def test_compose_worker_env_is_understood_by_the_worker(compose: dict[str, Any]) -> None:
+def test_compose_worker_env_is_understood_by_the_worker(
+    compose: dict[str, Any], topic_specs: dict[str, tuple[int, dict[str, str]]]
+) -> None:
     known = _worker_env_names()
     for name, worker in _workers(compose).items():
         env = worker["environment"]
         assert set(env) <= known, f"{name}: unknown variables {sorted(set(env) - known)}"
         assert env["KAFKA_BOOTSTRAP"] == "kafka:9092"
         settings = _settings(env)
-        assert settings.partitions == _topic_specs(compose)["posts"][0]
+        assert settings.partitions == topic_specs["posts"][0]
         registry = str(settings.drift.registry)
         assert any(v.split(":")[1] == registry for v in worker["volumes"]), "registry not mounted"
 
 
-def test_compose_topics(compose: dict[str, Any]) -> None:
-    specs = _topic_specs(compose)
+def test_compose_topics(compose: dict[str, Any], topic_specs: dict[str, tuple[int, dict[str, str]]]) -> None:
+    specs = topic_specs
     retrain = RetrainTopics()
     wanted = set(Topics().all()) | {UPDATES_TOPIC, retrain.requests, retrain.feedback, retrain.updates,
                                     "drift.alerts"}
