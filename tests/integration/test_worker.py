@@ -129,10 +129,17 @@ async def _crash_and_takeover(bootstrap: str, topics: Topics, bundle: Bundle, tm
     assert set(by_id) == ids, "a decision for every valid post and for nothing else"
     duplicates = sum(by_id.values()) - len(by_id)
 
-    final = {record["post_id"]: record["action"] for record in decisions}
+    # Every non-allow decision record has a byte-identical copy on its action's topic. Records,
+    # not post ids: a redelivered post may be decided again in another batch, and a model with
+    # dynamic int8 quantization can then score it slightly differently.
     for action, topic in (("hide", topics.hide), ("warn", topics.warn), ("badge", topics.badge)):
-        copies = {orjson.loads(value)["post_id"] for _, value in seen.records[topic]}
-        assert copies == {pid for pid, act in final.items() if act == action}, action
+        copies = {value for _, value in seen.records[topic]}
+        originals = {
+            value for _, value in seen.records[topics.decisions] if orjson.loads(value)["action"] == action
+        }
+        assert copies == originals, action
+    final = {record["post_id"]: record["action"] for record in decisions}
+    redecided = {r["post_id"] for r in decisions if r["action"] != final[r["post_id"]]}
 
     letters = {
         (d["partition"], d["offset"]): d for d in (orjson.loads(v) for _, v in seen.records[topics.dlq])
@@ -145,7 +152,8 @@ async def _crash_and_takeover(bootstrap: str, topics: Topics, bundle: Bundle, tm
 
     print(
         f"\n{VALID} posts + {MALFORMED} malformed, worker killed mid-stream, {elapsed:.1f}s end to end; "
-        f"duplicates: {duplicates}; actions: {dict(Counter(final.values()))}"
+        f"duplicates: {duplicates} ({len(redecided)} decided differently the second time); "
+        f"actions: {dict(Counter(final.values()))}"
     )
 
 
