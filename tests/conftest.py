@@ -2,16 +2,19 @@
 
 The broker for integration tests is chosen in one place:
 `KAFKA_BOOTSTRAP` if set, else Apache Kafka in a container when testcontainers
-is installed and a Docker engine answers, else the embedded Tansu broker.
+is installed and a Docker engine answers, else the embedded Tansu broker
+(also when Docker answers but testcontainers is missing).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,10 +54,8 @@ def kafka_bootstrap() -> Iterator[str]:
     if configured:
         yield configured
         return
-    if _docker_answers():
-        kafka = pytest.importorskip(
-            "testcontainers.kafka", reason="Docker answers but testcontainers is absent"
-        )
+    kafka = _kafka_container_module()
+    if kafka is not None:
         with kafka.KafkaContainer() as container:
             yield container.get_bootstrap_server()
         return
@@ -62,3 +63,13 @@ def kafka_bootstrap() -> Iterator[str]:
 
     with start_broker() as broker:
         yield broker.bootstrap
+
+
+def _kafka_container_module() -> Any:
+    """testcontainers' Kafka module when it is installed and a Docker engine answers, else None."""
+    if not _docker_answers():
+        return None
+    try:
+        return importlib.import_module("testcontainers.kafka")
+    except ImportError:
+        return None
