@@ -29,6 +29,9 @@ from feedwarden.training.feedback import Verdict
 from tests.integration.helpers import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]
+# fb-1 and fb-2 fall in the calib half, fb-3 in the gate half (`feedback.half`). The
+# confirmation stays out of the gate set: with it would come ~19 presumed-clean fill rows,
+# enough to move a label the release passed by a hair (promo's PR-AUC sits near 0.3).
 VERDICTS = [
     Verdict(
         "fb-1",
@@ -46,9 +49,9 @@ VERDICTS = [
     ),
     Verdict(
         "fb-3",
-        "DM me to recover your hacked wallet, fee upfront",
+        "Our bake sale raised money for the school library",
         ("scam",),
-        "confirm",
+        "overturn",
         "2026-11-22T01:02:00Z",
     ),
 ]
@@ -125,14 +128,26 @@ def test_retrain_once_promotes_announces_and_rolls_back(
         *common,
     )
     elapsed = time.monotonic() - started
-    assert job.returncode == 0, f"exit {job.returncode}\n{job.stdout[-3000:]}\n{job.stderr[-3000:]}"
+    base = load_bundle(bundle)
+    failing = sorted(
+        lab for lab, status in base.manifest.metrics.get("gates", {}).items() if status == "fail"
+    )
+    if failing:  # released with failing gates: recalibrating on the same data must refuse to publish
+        assert job.returncode == 3, (
+            f"exit {job.returncode}; released gates fail for {failing}\n{job.stderr[-3000:]}"
+        )
+        assert asyncio.run(_read_all(kafka_bootstrap, updates, want=0, timeout=3)) == []
+        assert Registry(registry).versions() == []
+        pytest.skip(
+            f"released bundle fails its gates for {failing}: refusal checked, promotion not reachable"
+        )
+    assert job.returncode == 0, f"exit {job.returncode}: {job.stderr[-3000:]}"
     outcome = json.loads(job.stdout)
     assert outcome["details"]["feedback"] == {"records": 4, "invalid": 1, "posts": 3, "usable": 3}
     print(f"retrain --once took {elapsed:.1f}s; thresholds {outcome['details']['thresholds']}")
 
     [(key, value)] = asyncio.run(_read_all(kafka_bootstrap, updates, want=1))
     update = decode(value)
-    base = load_bundle(bundle)
     assert key.decode() == base.manifest.name
     assert (update.event, update.version) == ("promote", outcome["version"])
     loaded = Registry(registry).load(update.version, update.manifest_sha256)
