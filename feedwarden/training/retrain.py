@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 REQUESTS_TOPIC = "retrain.requests"
 LEDGER = "retrain-requests.jsonl"
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_GATES = 0, 1, 2, 3
+EXIT_OK, EXIT_INPUT, EXIT_GATES = 0, 2, 3
 
 
 class InputError(ValueError):
@@ -112,11 +112,12 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
     registry = Registry(options.registry)
     serving = serving_bundle(registry, options.bundle)
     verdicts, feedback_summary = _feedback(options, serving)
+    timings = {"feedback": round(time.monotonic() - started, 1)}
     pools = _pools(options, serving, verdicts)
-    timings = {"data": round(time.monotonic() - started, 1)}
+    timings["data"] = round(time.monotonic() - started - timings["feedback"], 1)
     with _graph(options, serving) as base:
         if options.retrain:
-            timings["retrain"] = round(time.monotonic() - started - timings["data"], 1)
+            timings["retrain"] = round(time.monotonic() - started - sum(timings.values()), 1)
         version = version_name(serving.version, now())
         candidate, before, scored = _evaluate(options, base, pools, version)
         timings["recalibrate"] = round(scored, 1)
