@@ -190,7 +190,7 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
-        datadir=_scratch_dir(),  # Faust insists on one; we keep no tables
+        datadir=_scratch_dir(),  # Faust insists on one; the drift table lives in memory (changelog-backed)
         consumer_auto_offset_reset="earliest",  # also the only reliable choice on Tansu
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),

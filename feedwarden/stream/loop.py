@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.types import TP, FieldDescriptorT, StreamT
 from faust.web import Request, Response, View
 
-from feedwarden.drift import SustainedDrift, WindowStats
+from feedwarden.drift import DriftError, SustainedDrift, WindowStats
 from feedwarden.models.registry import Registry
 from feedwarden.models.updates import ModelUpdate, UpdateError, decode
 from feedwarden.stream.drift import (
@@ -300,8 +300,13 @@ def _wire_drift(app: faust.App, model_loop: ModelLoop, stats_topic: faust.TopicT
     @app.agent(stats_topic, name="drift-merge", concurrency=1)
     async def merge(stream: StreamT) -> None:
         async for message in stream:
-            key = table_key(message.version, str(message.stats["label"]))
-            value = model_loop.merge(message, table[key].value())
+            key = table_key(message.version, str(message.stats.get("label")))
+            current = table[key].value() if key in table else None  # default=None makes [] raise
+            try:
+                value = model_loop.merge(message, current)
+            except (DriftError, KeyError, TypeError, ValueError) as exc:  # a bad message must not stop drift
+                log.error("drift stats message skipped: %r", exc)
+                continue
             if value is not None:
                 table[key] = value
 
