@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     train.add_argument("--max-steps", type=int, default=None)
     train.add_argument(
+        "--time-budget-min", type=float, default=None, help="training wall-clock budget per seed"
+    )
+    train.add_argument(
         "--release", action="store_true", help="release the bundle as the default if its gates pass"
     )
     train.set_defaults(handler=_train)
@@ -63,6 +66,7 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         epochs=args.epochs,
         max_length=args.max_length,
         max_steps=args.max_steps,
+        time_budget_s=args.time_budget_min * 60 if getattr(args, "time_budget_min", None) else None,
         seeds=seeds,
         seed=seeds[0] if seeds else None,
     )

@@ -21,6 +21,8 @@ class PipelineConfig:
     warmup_share: float = 0.1
     pos_weight_cap: float = 5.0
     max_steps: int | None = None
+    # Wall-clock training budget per seed; the best epoch so far is kept when it runs out.
+    time_budget_s: float | None = None
     min_support: int = 25
     hate_train_rows: int = 5000
     offensive_train_rows: int = 6000

@@ -135,12 +135,13 @@ def train_model(
     history: list[dict[str, float]] = []
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     step = 0
+    deadline = time.monotonic() + config.time_budget_s if config.time_budget_s else float("inf")
     for epoch in range(config.epochs):
         started = time.monotonic()
         model.train()
         running = 0.0
         for number, rows in enumerate(batches(lengths, config.batch_size, rng), start=1):
-            if step >= total:
+            if step >= total or time.monotonic() > deadline:
                 break
             logits = forward_logits(model, [train.ids[i] for i in rows])
             loss = masked_bce(
@@ -174,7 +175,10 @@ def train_model(
         log.info("seed %d epoch %d done: %s", seed, epoch + 1, history[-1])
         if best is None or val < best[0]:
             best = (val, copy.deepcopy(model.state_dict()))
-        if step >= total:
+        if step >= total or time.monotonic() > deadline:
+            log.info(
+                "seed %d stops after %d steps (%s)", seed, step, "time budget" if step < total else "done"
+            )
             break
     assert best is not None
     model.load_state_dict(best[1])
