@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from feedwarden.training.corpus import load_corpus
 from feedwarden.training.data import Example
 from feedwarden.training.evaluate import evaluate
 from feedwarden.training.feedback import with_feedback_sources
-from feedwarden.training.mixing import base_rate_set
+from feedwarden.training.mixing import MixConfig, base_rate_set
 from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration, fit_policy
 from feedwarden.training.views import SCAM_BUCKET, TaskView
 
@@ -61,17 +61,31 @@ class Pools:
     valid: list[Example]
 
 
-def load_pools(data: Path, clean_share: float, seed: int, eval_rows: int | None = None) -> Pools:
-    """The training corpus's calib and valid splits at `clean_share` (optionally subsampled)."""
-    config = PipelineConfig(seed=seed, calib_clean_share=clean_share, eval_rows=eval_rows)
+def corpus_config(recorded: Mapping[str, Any] | None) -> PipelineConfig:
+    """The pipeline settings a bundle was trained with (its manifest's `metrics.config`);
+    they fix the corpus splits, so calib and valid never hold the bundle's training rows.
+    Unknown keys are ignored; None gives today's defaults."""
+    if not recorded:
+        return PipelineConfig()
+    known = {f.name for f in fields(PipelineConfig)}
+    values = {key: value for key, value in recorded.items() if key in known}
+    if isinstance(values.get("mix"), Mapping):
+        values["mix"] = MixConfig(**values["mix"])
+    if "seeds" in values:
+        values["seeds"] = tuple(values["seeds"])
+    return PipelineConfig(**values)
+
+
+def load_pools(data: Path, config: PipelineConfig) -> Pools:
+    """The training corpus's calib and valid splits at `config.calib_clean_share`."""
     corpus = load_corpus(data, config)
     return Pools(corpus.calib, corpus.valid)
 
 
-def spare_presumed(data: Path, seed: int, used: Pools) -> Pools:
+def spare_presumed(data: Path, config: PipelineConfig, used: Pools) -> Pools:
     """The presumed-clean rows the corpus did not pick at the requested base rate:
     fill that keeps verdict rows at the base rate too."""
-    every = load_pools(data, HEADROOM_SHARE, seed)
+    every = load_pools(data, replace(config, calib_clean_share=HEADROOM_SHARE, eval_rows=None))
     taken = {r.id for r in used.calib + used.valid}
     calib, valid = (
         [r for r in rows if r.source == PRESUMED and r.id not in taken] for rows in (every.calib, every.valid)
@@ -244,9 +258,10 @@ def candidate(
 
 
 def manifest_metrics(
-    results: Mapping[str, Any], serving: Manifest, extra: Mapping[str, Any]
+    results: Mapping[str, Any], serving: Manifest, extra: Mapping[str, Any], config: PipelineConfig
 ) -> dict[str, Any]:
-    """What the new manifest records: gate-set figures, the graph's variant/parity, provenance."""
+    """What the new manifest records: gate-set figures, the graph's variant/parity, the
+    corpus settings (for the next recalibration) and provenance."""
     carried = {k: serving.metrics[k] for k in ("variant", "int8_parity") if k in serving.metrics}
     return json_safe(
         carried
@@ -258,6 +273,7 @@ def manifest_metrics(
             "tweeteval": results["tweeteval"],
             "gates": {lab: g["status"] for lab, g in results["gates"].items()},
             "recalibration": dict(extra),
+            "config": config.to_dict(),
         }
     )
 

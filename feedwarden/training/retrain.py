@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from feedwarden.models.bundle import Bundle
     from feedwarden.models.registry import Promotion, Registry
     from feedwarden.models.updates import ModelUpdate
+    from feedwarden.training.config import PipelineConfig
     from feedwarden.training.data import Example
     from feedwarden.training.feedback import FeedbackRead
     from feedwarden.training.recalibration import Candidate, Pools
@@ -78,7 +79,7 @@ class Options:
     retrain: bool = False
     tiny_retrain: bool = False
     clean_share: float = 0.95
-    seed: int = 13
+    train_config: Path | None = None  # the bundle's training settings, when its manifest lacks them
     eval_rows: int | None = None
     feedback_timeout_s: float = 20.0
 
@@ -113,21 +114,24 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
     serving = serving_bundle(registry, options.bundle)
     verdicts, feedback_summary = _feedback(options, serving)
     timings = {"feedback": round(time.monotonic() - started, 1)}
-    pools = _pools(options, serving, verdicts)
-    timings["data"] = round(time.monotonic() - started - timings["feedback"], 1)
-    with _graph(options, serving) as base:
+    config, config_source = _config(options, serving)
+    with _graph(options, config, serving) as (base, config):
         if options.retrain:
             timings["retrain"] = round(time.monotonic() - started - sum(timings.values()), 1)
+        mark = time.monotonic()
+        pools = _pools(options, config, base, verdicts)
+        timings["data"] = round(time.monotonic() - mark, 1)
         version = version_name(serving.version, now())
-        candidate, before, scored = _evaluate(options, base, pools, version)
+        candidate, before, scored = _evaluate(config, base, pools, version)
         timings["recalibrate"] = round(scored, 1)
         details = _details(base, candidate, before, pools, feedback_summary, timings)
+        details["corpus_config"] = "the retraining run's" if options.retrain else config_source
         if candidate.failures:
             reason = _failure_reason(candidate.failures, options.retrain)
             return Outcome("gates_failed", serving.version, reason, details=details)
         reason = _reason(options)
         adopt(registry, serving)
-        written = _write(registry, base, candidate, version, details, options)
+        written = _write(registry, base, candidate, version, details, options, config)
     update = _announce(registry, written, reason, options)
     outcome = Outcome(
         "shadowed" if options.shadow else "promoted",
@@ -187,22 +191,50 @@ async def _read_feedback(bootstrap: str, topic: str, timeout_s: float) -> Feedba
     return await read_feedback(bootstrap, topic, timeout_s=timeout_s)
 
 
-def _pools(options: Options, serving: Bundle, verdicts: list[Example]) -> Pools:
+def _config(options: Options, serving: Bundle) -> tuple[PipelineConfig, str]:
+    """The settings that fixed the serving bundle's corpus splits, and where they came from:
+    `--train-config` (a run's report.json or a bare config), else the manifest, else defaults."""
+    from feedwarden.training.recalibration import corpus_config
+
+    if options.train_config is not None:
+        try:
+            recorded = json.loads(options.train_config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read --train-config {options.train_config}: {exc}") from exc
+        recorded, source = recorded.get("config", recorded), str(options.train_config)
+    elif "config" in serving.manifest.metrics:
+        recorded, source = serving.manifest.metrics["config"], "manifest"
+    else:
+        recorded, source = None, "defaults (the bundle records no training settings)"
+        log.warning(
+            "%s records no training settings: splits may differ from its training run", serving.version
+        )
+    config = corpus_config(recorded)
+    return _with_options(config, options), source
+
+
+def _with_options(config: PipelineConfig, options: Options) -> PipelineConfig:
+    return replace(
+        config,
+        calib_clean_share=options.clean_share,
+        eval_rows=options.eval_rows if options.eval_rows is not None else config.eval_rows,
+    )
+
+
+def _pools(options: Options, config: PipelineConfig, serving: Bundle, verdicts: list[Example]) -> Pools:
     """The corpus's calib and gate sets at the base rate, each with its half of the verdicts."""
     from feedwarden.training.data import DatasetError, drop_overlap
     from feedwarden.training.recalibration import Pools, load_pools, spare_presumed, with_verdicts
 
     try:
-        pools = load_pools(options.data, options.clean_share, options.seed, options.eval_rows)
+        pools = load_pools(options.data, config)
+        spare = spare_presumed(options.data, config, pools) if verdicts else Pools([], [])
     except DatasetError as exc:
         raise InputError(str(exc)) from exc
-    if not verdicts:
-        return pools
-    spare = spare_presumed(options.data, options.seed, pools)
     gate = drop_overlap([r for r in verdicts if r.split == "valid"], pools.calib)
     tune = drop_overlap([r for r in verdicts if r.split == "calib"], pools.valid + gate)
     safety = serving.manifest.head("safety").labels
-    share, seed = options.clean_share, options.seed
+    share, seed = config.calib_clean_share, config.seed
     return Pools(
         with_verdicts(pools.calib, tune, spare.calib, safety, share, seed),
         with_verdicts(pools.valid, gate, spare.valid, safety, share, seed),
@@ -210,36 +242,37 @@ def _pools(options: Options, serving: Bundle, verdicts: list[Example]) -> Pools:
 
 
 @contextlib.contextmanager
-def _graph(options: Options, serving: Bundle) -> Iterator[Bundle]:
-    """The bundle whose graph is recalibrated: the serving one, or with `--retrain` a freshly
-    fine-tuned one (training pipeline, in a scratch directory removed afterwards)."""
+def _graph(
+    options: Options, config: PipelineConfig, serving: Bundle
+) -> Iterator[tuple[Bundle, PipelineConfig]]:
+    """The bundle whose graph is recalibrated and the settings of its corpus: the serving
+    one, or with `--retrain` a freshly fine-tuned one (training pipeline, same settings or
+    CI-sized ones, in a scratch directory removed afterwards)."""
     if not options.retrain:
-        yield serving
+        yield serving, config
         return
     import tempfile
 
     from feedwarden.training.config import PipelineConfig
     from feedwarden.training.pipeline import run
 
-    config = PipelineConfig.tiny() if options.tiny_retrain else PipelineConfig()
-    config = config.with_overrides(max_length=serving.manifest.max_length, seed=options.seed)
+    if options.tiny_retrain:
+        config = _with_options(PipelineConfig.tiny().with_overrides(max_length=config.max_length), options)
     with tempfile.TemporaryDirectory(prefix="feedwarden-retrain-") as scratch:
-        log.info("retraining the graph (%s settings)", "tiny" if options.tiny_retrain else "full")
+        log.info("retraining the graph (%s settings)", "tiny" if options.tiny_retrain else "recorded")
         bundle = run(config, options.data, Path(scratch))
-        yield replace(bundle, manifest=replace(bundle.manifest, name=serving.manifest.name))
+        yield replace(bundle, manifest=replace(bundle.manifest, name=serving.manifest.name)), config
 
 
 def _evaluate(
-    options: Options, base: Bundle, pools: Pools, version: str
+    config: PipelineConfig, base: Bundle, pools: Pools, version: str
 ) -> tuple[Candidate, dict[str, Any], float]:
     from feedwarden.models.engine import Engine
     from feedwarden.policy.rules import Policy
-    from feedwarden.training.config import PipelineConfig
     from feedwarden.training.recalibration import candidate
 
     started = time.monotonic()
     engine = Engine(base, providers="cpu", batch_size=64)
-    config = PipelineConfig(seed=options.seed)
     chosen, before = candidate(base, Policy.from_file(base.policy_path), engine, pools, version, config)
     return chosen, before, time.monotonic() - started
 
@@ -309,6 +342,7 @@ def _write(
     version: str,
     details: Mapping[str, Any],
     options: Options,
+    config: PipelineConfig,
 ) -> Bundle:
     """The new version in the registry: the base's graph and tokenizer, new manifest and policy."""
     import tempfile
@@ -324,7 +358,7 @@ def _write(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         calibration=chosen.calibration,
         reference=chosen.references,
-        metrics=manifest_metrics(chosen.results, manifest, extra),
+        metrics=manifest_metrics(chosen.results, manifest, extra, config),
         files={},
     )
     with tempfile.TemporaryDirectory(dir=registry.root) as scratch:
@@ -491,6 +525,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     retrain.add_argument("--clean-share", type=float, default=0.95, help="base rate: share of clean posts")
     retrain.add_argument(
+        "--train-config",
+        type=Path,
+        default=None,
+        help="the serving bundle's training settings (a run's report.json) when its manifest has none",
+    )
+    retrain.add_argument(
         "--eval-rows", type=int, default=None, help="subsample calib and gate sets (quick shadow runs only)"
     )
     retrain.add_argument("--feedback-topic", default="feedback")
@@ -546,6 +586,7 @@ def _options(args: argparse.Namespace) -> Options:
         shadow=args.shadow,
         retrain=args.retrain,
         tiny_retrain=args.tiny_retrain,
+        train_config=args.train_config,
         clean_share=args.clean_share,
         eval_rows=args.eval_rows,
         feedback_timeout_s=args.feedback_timeout,

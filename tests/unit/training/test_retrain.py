@@ -15,6 +15,7 @@ from feedwarden.models.engine import Engine
 from feedwarden.models.registry import Registry, check_version
 from feedwarden.models.updates import ModelUpdate, UpdateError, decode
 from feedwarden.training import feedback, recalibration, retrain
+from feedwarden.training.config import PipelineConfig
 from feedwarden.training.data import Example
 from feedwarden.training.recalibration import Pools, clean_share_of, version_name, with_verdicts
 from feedwarden.training.views import UMBRELLA, TaskView
@@ -88,7 +89,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("share", [0.90, 0.95, 0.98])
 def test_base_rate_share_is_exact_for_a_seeded_pool(data_dir: Path, share: float) -> None:
-    pools = recalibration.load_pools(data_dir, share, seed=7)
+    pools = recalibration.load_pools(data_dir, PipelineConfig(seed=7, calib_clean_share=share))
     for rows in (pools.calib, pools.valid):
         base = [r for r in rows if r.source in ("janitr", "presumed_clean")]
         assert sum(bool(r.labels & {"scam"}) for r in base) == 20  # every Janitr positive kept
@@ -98,8 +99,8 @@ def test_base_rate_share_is_exact_for_a_seeded_pool(data_dir: Path, share: float
 
 @pytest.mark.parametrize("share", [0.90, 0.95, 0.98])
 def test_verdicts_join_at_the_base_rate_without_dropping_corpus_rows(data_dir: Path, share: float) -> None:
-    pools = recalibration.load_pools(data_dir, share, seed=7)
-    spare = recalibration.spare_presumed(data_dir, 7, pools)
+    pools = recalibration.load_pools(data_dir, PipelineConfig(seed=7, calib_clean_share=share))
+    spare = recalibration.spare_presumed(data_dir, PipelineConfig(seed=7, calib_clean_share=share), pools)
     assert not {r.id for r in spare.calib + spare.valid} & {r.id for r in pools.calib + pools.valid}
     verdicts = [_row(f"confirmed {i}", {"scam"}, "feedback/scam") for i in range(5)]
     verdicts += [_row(f"overturned {i}", set(), "feedback/scam") for i in range(3)]
@@ -269,6 +270,17 @@ def test_passing_candidate_is_written_promoted_and_announced(
     assert bundle.manifest.metrics["gates"]["scam"] == "pass"
     assert set(bundle.manifest.reference) == set(json.loads(bundle.policy_path.read_text())["rules"])
     Engine(bundle, providers="cpu").score(["scam"])  # the new bundle serves
+    assert outcome.details["corpus_config"].startswith("defaults")
+    assert recalibration.corpus_config(bundle.manifest.metrics["config"]) == PipelineConfig()
+    again = retrain.run_once(job.options, now=lambda: NOW.replace(hour=2))
+    assert again.details["corpus_config"] == "manifest" and again.version == "tiny-1-r20261122T023000Z"
+
+
+def test_corpus_config_round_trips_recorded_settings() -> None:
+    tiny = PipelineConfig.tiny()
+    assert recalibration.corpus_config(json.loads(json.dumps(tiny.to_dict()))) == tiny
+    assert recalibration.corpus_config(tiny.to_dict() | {"from_the_future": 1}) == tiny
+    assert recalibration.corpus_config(None) == PipelineConfig()
 
 
 def test_failing_candidate_is_neither_written_nor_published(
