@@ -40,6 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from feedwarden.models.updates import UPDATES_TOPIC
+from feedwarden.training.feedback import FEEDBACK_TOPIC
+
 if TYPE_CHECKING:
     from feedwarden.models.bundle import Bundle
     from feedwarden.models.registry import Promotion, Registry
@@ -62,8 +65,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Topics:
-    feedback: str = "feedback"
-    updates: str = "model.updates"
+    feedback: str = FEEDBACK_TOPIC
+    updates: str = UPDATES_TOPIC
     requests: str = REQUESTS_TOPIC
 
 
@@ -533,7 +536,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     retrain.add_argument(
         "--eval-rows", type=int, default=None, help="subsample calib and gate sets (quick shadow runs only)"
     )
-    retrain.add_argument("--feedback-topic", default="feedback")
+    retrain.add_argument("--feedback-topic", default=FEEDBACK_TOPIC)
     retrain.add_argument("--requests-topic", default=REQUESTS_TOPIC)
     retrain.add_argument("--feedback-timeout", type=float, default=20.0, help="seconds to read feedback")
     retrain.set_defaults(handler=_retrain_command)
@@ -564,7 +567,7 @@ def _common(parser: argparse.ArgumentParser, *, bootstrap_required: bool) -> Non
         required=bootstrap_required and env is None,
         help="Kafka bootstrap host:port (default: $KAFKA_BOOTSTRAP)",
     )
-    parser.add_argument("--updates-topic", default="model.updates")
+    parser.add_argument("--updates-topic", default=UPDATES_TOPIC)
 
 
 def _options(args: argparse.Namespace) -> Options:
