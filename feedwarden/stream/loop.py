@@ -86,7 +86,7 @@ def model_info(scorer: Scorer) -> dict[str, str]:
 
 
 class ModelLoop:
-    """Drift, hot swap and shadow state of one worker; Faust-free apart from `send`."""
+    """Drift, hot swap and shadow state of one worker; Faust-free: records leave through `send`."""
 
     def __init__(self, service: ModerationService, send: Send) -> None:
         self.service = service

@@ -67,12 +67,14 @@ def bundle() -> Path:
     return path
 
 
-def _reference_texts(data: Path) -> list[str]:
-    """The rows the bundle's drift references were measured on: Janitr + presumed clean at 95 % clean."""
+def _reference_texts(data: Path, bundle: Path) -> list[str]:
+    """The rows the bundle's drift references were measured on: the base-rate part (Janitr and
+    presumed clean) of the calib split its recorded training settings produce."""
     from feedwarden.training.pipeline import REFERENCE_SOURCES
-    from feedwarden.training.recalibration import load_pools
+    from feedwarden.training.recalibration import corpus_config, load_pools
 
-    return [row.text for row in load_pools(data, 0.95, 13).calib if row.source in REFERENCE_SOURCES]
+    config = corpus_config(load_bundle(bundle).manifest.metrics.get("config"))
+    return [row.text for row in load_pools(data, config).calib if row.source in REFERENCE_SOURCES]
 
 
 def _scam_texts(data: Path) -> list[str]:
@@ -152,7 +154,9 @@ def test_drift_requests_a_retrain_and_the_same_worker_serves_the_result(
     try:
         asyncio.run(worker.wait_ready(90))
         version = load_bundle(bundle).version
-        figures = asyncio.run(_scenario(kafka_bootstrap, topics, loop_topics, data, version, worker))
+        stationary, scams = _reference_texts(data, bundle), _scam_texts(data)
+        figures = asyncio.run(_scenario(kafka_bootstrap, topics, loop_topics, (stationary, scams), version,
+                                        worker))
     finally:
         worker.stop()
         retrain.terminate()
@@ -175,12 +179,17 @@ def _retrain_service(
 
 
 async def _scenario(
-    bootstrap: str, topics: Topics, loop_topics: dict[str, str], data: Path, base_version: str, worker: Worker
+    bootstrap: str,
+    topics: Topics,
+    loop_topics: dict[str, str],
+    texts: tuple[list[str], list[str]],
+    base_version: str,
+    worker: Worker,
 ) -> dict[str, Any]:
     alerts_topic = loop_topics["FEEDWARDEN_TOPIC_DRIFT_ALERTS"]
     requests_topic = loop_topics["FEEDWARDEN_TOPIC_RETRAIN_REQUESTS"]
     updates_topic = loop_topics["FEEDWARDEN_TOPIC_MODEL_UPDATES"]
-    stationary, scams = _reference_texts(data), _scam_texts(data)
+    stationary, scams = texts
     async with Collector(bootstrap, (topics.decisions, alerts_topic, requests_topic, updates_topic)) as seen:
         await _until_window_boundary()
         phase = {"scam_share": 0.0}
