@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -75,7 +76,12 @@ class Engine:
         providers: str = "auto",
     ) -> None:
         self.bundle = bundle
-        self.batch_size = batch_size
+        # Dynamic int8 quantization scales activations per tensor, i.e. over the
+        # whole batch: a post's scores would depend on its batch neighbours (up to
+        # a few hundredths here), so a redelivered post could get another decision.
+        # Such graphs run one post at a time: the same post, the same scores.
+        self.row_independent = not quantizes_per_batch(bundle.model_path)
+        self.batch_size = batch_size if self.row_independent else 1
         manifest = bundle.manifest
         self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
         self.tokenizer.no_padding()
@@ -146,6 +152,11 @@ class Engine:
             for head, out in zip(heads, outputs, strict=True):
                 logits[head.name][rows] = out
         return logits
+
+
+def quantizes_per_batch(model_path: Path) -> bool:
+    """True if the graph quantizes activations dynamically (a per-tensor scale over the batch)."""
+    return b"DynamicQuantizeLinear" in model_path.read_bytes()
 
 
 def _pad(encodings: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:

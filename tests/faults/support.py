@@ -98,7 +98,7 @@ def assert_idempotent(by_id: dict[str, list[bytes]]) -> int:
         for other in values[1:]:
             assert stable(other) == stable(first), f"post {post_id} decided differently on redelivery"
             # Byte-identical once the volatile fields are blanked: same key order, same float text.
-            assert _blank(other) == _blank(first), post_id
+            assert blank(other) == blank(first), post_id
         checked += 1
     return checked
 
@@ -106,7 +106,8 @@ def assert_idempotent(by_id: dict[str, list[bytes]]) -> int:
 _VOLATILE_BYTES = re.compile(rb'"(decided_at|latency_ms)":("[^"]*"|[0-9.eE+-]+)')
 
 
-def _blank(value: bytes) -> bytes:
+def blank(value: bytes) -> bytes:
+    """The decision bytes with the volatile fields' values replaced by `_`."""
     return _VOLATILE_BYTES.sub(rb'"\1":_', value)
 
 
