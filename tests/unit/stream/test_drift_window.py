@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feedwarden.drift import SustainedDrift, WindowStats
 from feedwarden.stream.drift import (
@@ -194,3 +196,28 @@ def test_late_stats_for_an_evaluated_window_are_counted_not_merged(registry: Pat
     loop.monitor._evaluated.add(("v1", message.stats["window_start"]))
     assert loop.merge(message, None) is None
     assert loop.metrics.drift_late_stats._value.get() == 1
+
+
+@given(
+    scores=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60),
+    cuts=st.lists(st.integers(1, 59), max_size=4),
+)
+@settings(max_examples=60, deadline=None)
+def test_merged_batch_stats_equal_the_stats_of_the_whole_window(scores: list[float], cuts: list[int]) -> None:
+    """What the table relies on: merging per-batch stats in any split gives the window's stats."""
+    plan = _plan()
+    matrix = np.tile(np.array(scores)[:, None], (1, len(MONITORED)))
+
+    def stats_of(rows: np.ndarray) -> dict[str, WindowStats]:
+        report = BatchReport(decided=[None] * len(rows), labels=MONITORED, scores=rows)  # type: ignore[list-item]
+        return {s.label: s for s in batch_stats(report, plan, at=1005.0, window_s=WINDOW)}
+
+    whole = stats_of(matrix)
+    edges = sorted({c for c in cuts if c < len(scores)})
+    parts = [stats_of(part) for part in np.split(matrix, edges)]
+    for label in MONITORED:
+        merged = parts[0][label]
+        for part in parts[1:]:
+            merged = merged.merge(part[label])
+        expected = whole[label]
+        assert (merged.n, merged.flagged, merged.hist) == (expected.n, expected.flagged, expected.hist)
