@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +87,17 @@ class Engine:
         self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=manifest.max_length)
+        threads = threads or _usable_cores()
+        # One post per run: `threads` runs at once, one ORT thread each, scale better
+        # than one small run split over threads (same scores either way).
+        self.parallel_runs = 1 if self.row_independent else threads
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0
+        options.intra_op_num_threads = 1 if self.parallel_runs > 1 else threads
         options.inter_op_num_threads = 1
+        # No spin-waiting between ops: the event loop, the Kafka client and the
+        # tokenizer share these cores, and spinning idle ORT threads starve them
+        # (about 2x slower inference on a loaded 2-core machine; see docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         chosen = choose_providers(providers)
         self.session = ort.InferenceSession(str(bundle.model_path), options, providers=chosen)
@@ -103,6 +112,7 @@ class Engine:
             for h in manifest.heads
         }
         self._a = {head: ab[:, 0] for head, ab in platt.items()}
+        self._pool: ThreadPoolExecutor | None = None
         self._b = {head: ab[:, 1] for head, ab in platt.items()}
 
     def _check_graph(self) -> None:
@@ -145,13 +155,35 @@ class Engine:
         n = len(encodings)
         logits = {h.name: np.empty((n, len(h.labels)), np.float32) for h in heads}
         order = sorted(range(n), key=lambda i: len(encodings[i].ids))
-        for start in range(0, n, self.batch_size):
-            rows = order[start : start + self.batch_size]
-            ids, mask = _pad([encodings[i] for i in rows])
-            outputs = self.session.run([h.output for h in heads], {"input_ids": ids, "attention_mask": mask})
-            for head, out in zip(heads, outputs, strict=True):
-                logits[head.name][rows] = out
+        batches = [order[start : start + self.batch_size] for start in range(0, n, self.batch_size)]
+
+        names = [h.output for h in heads]
+
+        def run(share: Sequence[list[int]]) -> None:
+            for rows in share:
+                ids, mask = _pad([encodings[i] for i in rows])
+                outputs = self.session.run(names, {"input_ids": ids, "attention_mask": mask})
+                for head, out in zip(heads, outputs, strict=True):
+                    logits[head.name][rows] = out
+
+        lanes = min(self.parallel_runs, len(batches))
+        if lanes <= 1:
+            run(batches)
+        else:  # interleaved shares of the length-sorted batches balance the lanes
+            list(self._lanes().map(run, [batches[k::lanes] for k in range(lanes)]))
         return logits
+
+    def _lanes(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix="feedwarden-ort")
+        return self._pool
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def quantizes_per_batch(model_path: Path) -> bool:
