@@ -46,9 +46,15 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--web-port", type=int, default=6066)
     run.set_defaults(handler=_run)
 
-    bench = commands.add_parser("bench", help="worker throughput on the embedded broker, per batch size")
-    bench.add_argument("--posts", type=int, default=2000, help="backlog of sample posts per run")
-    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128])
+    bench = commands.add_parser(
+        "bench", help="engine vs end-to-end throughput, latency at half load, stages and RSS (one run)")
+    bench.add_argument("--posts", type=int, help="posts per phase (default 2000; 300 with --quick)")
+    bench.add_argument("--batch-size", type=int, help="worker micro-batch (default: FEEDWARDEN_BATCH_SIZE)")
+    bench.add_argument("--paced-seconds", type=float, help="paced-load duration (default 15; 4 with --quick)")
+    bench.add_argument("--source", type=Path, help="JSONL posts with a text field (default: Janitr valid "
+                       "texts if ../shared/data is present, else the packaged samples)")
+    bench.add_argument("--quick", action="store_true", help="small run (a smoke test)")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(handler=_bench)
 
     if with_training:
@@ -141,9 +147,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from feedwarden.stream.bench import bench
+    from feedwarden.stream.bench import BenchOptions, bench
 
-    return bench(args.posts, args.batch_sizes)
+    options = BenchOptions(
+        posts=args.posts or (300 if args.quick else 2000), batch_size=args.batch_size,
+        paced_seconds=args.paced_seconds or (4.0 if args.quick else 15.0),
+        engine_repeats=1 if args.quick else 2, source=args.source, as_json=args.json,
+    )
+    return bench(options)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,54 @@
-"""`feedwarden bench`: worker throughput on the embedded broker, per batch size.
+"""`feedwarden bench`: engine ceiling vs the worker on the embedded broker, from one run on the same posts.
 
-For each batch size a fresh worker subprocess meets a backlog of sample
-posts; the clock runs from its first ready answer to the last decision, so
-startup and group join are excluded. Batch sizes and per-stage time come
-from the worker's own /metrics.
+1. Engine: the serving Scorer in this process (decode is done up front;
+   tokenize + graph + policy are timed) over the posts, in chunks of the
+   worker's batch size. Measured before AND after the broker phases, because
+   on a shared machine the available CPU drifts during a run; the figure used
+   for the ratio is the median of every pass.
+2. End to end: a worker subprocess on a fresh embedded Tansu meets a backlog
+   of the same posts (produced before it joins); throughput is decisions
+   consumed, first to last.
+3. Latency: the same worker, posts produced at a paced rate of half the
+   measured end-to-end maximum; produce -> decision consumed, p50/p95/p99.
+
+Stage time per batch (decode, tokenize, infer, policy, produce) comes from
+the worker's own /metrics; RSS from /proc/<pid>/status during the load.
+Progress goes to stderr; the summary (or `--json`) to stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import statistics
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TextIO
+from dataclasses import dataclass, field
+from itertools import cycle, islice
+from pathlib import Path
+from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedwarden.stream.broker import EmbeddedBroker, free_port, start_broker
-from feedwarden.stream.runner import local_worker_env, produce_posts, worker_process
+from feedwarden.stream.runner import local_worker_env, worker_process
 from feedwarden.stream.samples import numbered_posts
-from feedwarden.stream.settings import Settings, Topics
+from feedwarden.stream.settings import Settings
 from feedwarden.stream.worker import ensure_topics
 
 READY_TIMEOUT_S = 120.0
+DRAIN_TIMEOUT_S = 600.0
+# Realistic traffic when the shared data is present: Janitr's validation posts (x.com, mixed labels).
+JANITR_VALID = Path(__file__).resolve().parents[3] / "shared" / "data" / "janitr" / "valid.jsonl"
+ENGINE_STAGES = ("tokenize", "infer", "policy")
 
 
 @dataclass(frozen=True)
@@ -52,16 +72,126 @@ class BenchResult:
                 f"{self.posts / max(1, self.batches):.1f} posts; time by stage: {shares}")
 
 
-def bench(posts: int, batch_sizes: Sequence[int], out: TextIO = sys.stdout) -> int:
+@dataclass(frozen=True)
+class BenchOptions:
+    posts: int = 2000
+    batch_size: int | None = None  # None: the worker's setting (FEEDWARDEN_BATCH_SIZE or its default)
+    paced_seconds: float = 15.0
+    engine_repeats: int = 2
+    source: Path | None = None  # JSONL with a "text" field; None: Janitr valid if present, else samples
+    as_json: bool = False
+
+
+@dataclass
+class Report:
+    context: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
+    end_to_end: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, Any] = field(default_factory=dict)
+    rss: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        e2e, engine = self.end_to_end.get("posts_per_second"), self.engine.get("posts_per_second")
+        ratio = round(e2e / engine, 3) if e2e and engine else None
+        return {"context": self.context, "engine": self.engine, "end_to_end": self.end_to_end,
+                "ratio_end_to_end_to_engine": ratio, "latency": self.latency, "stages": self.stages,
+                "rss": self.rss}
+
+
+def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sys.stderr) -> int:
+    def say(line: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=progress, flush=True)
+
+    report = Report()
+    payloads, source = _payloads(options)
+    settings = Settings.from_env()
+    batch_size = options.batch_size or settings.batch_size
+    report.context = {"posts": len(payloads), "source": source, "batch_size": batch_size,
+                      "batch_wait_ms": settings.batch_wait_ms, "threads": settings.threads,
+                      "cpus": os.cpu_count(), "load_before": _loadavg(), "started": _utc()}
+    say(f"{len(payloads)} posts from {source}; batch {batch_size}; load average {_loadavg()}")
+    engine_passes = _engine_passes(payloads, batch_size, settings, options.engine_repeats, say)
     with start_broker() as broker:
-        print(f"broker {broker.bootstrap}; {posts} sample posts per run", file=out, flush=True)
-        for batch_size in batch_sizes:
-            result = _one_run(broker, posts, batch_size)
-            print(result.describe(), file=out, flush=True)
+        say(f"broker {broker.bootstrap}")
+        _broker_phases(broker, payloads, batch_size, options, report, say)
+    engine_passes += _engine_passes(payloads, batch_size, settings, 1, say, label="engine (after)")
+    report.engine = {"posts_per_second": round(statistics.median(engine_passes), 1),
+                     "passes": [round(p, 1) for p in engine_passes],
+                     "measures": "tokenize + graph + policy, in-process, chunks of the batch size"}
+    report.context["load_after"] = _loadavg()
+    result = report.to_dict()
+    if options.as_json:
+        print(json.dumps(result, indent=2), file=out, flush=True)
+    else:
+        print(describe(result), file=out, flush=True)
     return 0
 
 
-def _one_run(broker: EmbeddedBroker, posts: int, batch_size: int) -> BenchResult:
+# ---------------------------------------------------------------- posts
+
+
+def _payloads(options: BenchOptions) -> tuple[list[bytes], str]:
+    source = options.source or (JANITR_VALID if JANITR_VALID.is_file() else None)
+    if source is None:
+        return [orjson.dumps(p) for p in numbered_posts(options.posts, prefix="bench-")], "packaged samples"
+    texts = _texts(source)
+    posts = ({"id": f"bench-{n:07d}", "text": text, "platform": "x"}
+             for n, text in enumerate(islice(cycle(texts), options.posts)))
+    return [orjson.dumps(p) for p in posts], f"{source} ({len(texts)} texts, cycled)"
+
+
+def _texts(path: Path) -> list[str]:
+    texts = []
+    with path.open("rb") as lines:
+        for line in lines:
+            if line.strip():
+                text = orjson.loads(line).get("text")
+                if isinstance(text, str) and text.strip():
+                    texts.append(text)
+    if not texts:
+        raise ValueError(f"{path} holds no posts with a text")
+    return texts
+
+
+# ---------------------------------------------------------------- engine
+
+
+def _engine_passes(
+    payloads: Sequence[bytes], batch_size: int, settings: Settings, repeats: int, say: Any,
+    label: str = "engine",
+) -> list[float]:
+    from feedwarden.stream.records import Post, decode_post
+    from feedwarden.stream.topology import Scorer
+
+    scorer = Scorer.from_bundle(settings.bundle, batch_size=batch_size, threads=settings.threads,
+                                providers=settings.providers)
+    decoded = [decode_post(p) for p in payloads]
+    chunks = [list(decoded[i: i + batch_size]) for i in range(0, len(decoded), batch_size)]
+    scorer.decide(list(chunks[0]), {})  # warm-up: first-run allocations
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        stages: dict[str, float] = {}
+        for chunk in chunks:
+            timed: dict[str, float] = {}
+            scorer.decide(list(chunk), timed)
+            for stage, seconds in timed.items():
+                stages[stage] = stages.get(stage, 0.0) + seconds
+        rate = sum(isinstance(p, Post) for p in decoded) / (time.perf_counter() - started)
+        rates.append(rate)
+        say(f"{label}: {rate:.0f} posts/s (" + ", ".join(f"{s} {v:.2f}s" for s, v in stages.items()) + ")")
+    del scorer  # its thread pool must not compete with the worker
+    return rates
+
+
+# ---------------------------------------------------------------- worker on the broker
+
+
+def _broker_phases(
+    broker: EmbeddedBroker, payloads: list[bytes], batch_size: int, options: BenchOptions,
+    report: Report, say: Any,
+) -> None:
     run = uuid.uuid4().hex[:6]
     env = local_worker_env(broker, free_port()) | {
         "FEEDWARDEN_BATCH_SIZE": str(batch_size),
@@ -71,20 +201,144 @@ def _one_run(broker: EmbeddedBroker, posts: int, batch_size: int) -> BenchResult
     }
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
-    asyncio.run(produce_posts(settings, [orjson.dumps(p) for p in numbered_posts(posts)]))
+    backlog = [_with_id(p, f"b{n}") for n, p in enumerate(payloads)]
+    asyncio.run(_produce(settings, backlog))
+    say(f"backlog of {len(backlog)} posts produced; starting the worker")
     url = f"http://127.0.0.1:{settings.web_port}"
-    with worker_process(env):
+    with worker_process(env) as worker, _RssSampler(worker.pid) as rss:
         _wait_ready(url)
+        rss.mark("ready")
+        say(f"worker pid {worker.pid} ready; RSS {rss.current_mib():.0f} MiB; draining the backlog")
+        first, last, n = asyncio.run(_drain(settings, len(backlog), say))
+        before = _metrics(_get(url + "/metrics"))
+        rate = (n - 1) / max(1e-9, last - first)
+        report.end_to_end = {"posts_per_second": round(rate, 1), "posts": n,
+                             "seconds_first_to_last": round(last - first, 3)}
+        report.stages = _stage_profile(before, None)
+        say(f"end to end: {rate:.0f} posts/s; {report.stages['batches']} batches of "
+            f"{report.stages['mean_batch']:.1f} posts")
+        paced_rate = max(1.0, rate / 2)
+        count = max(20, int(paced_rate * options.paced_seconds))
+        paced = [_with_id(payloads[n % len(payloads)], f"p{n}") for n in range(count)]
+        say(f"paced load: {count} posts at {paced_rate:.0f}/s (half the end-to-end maximum)")
+        latencies = asyncio.run(_paced(settings, paced, paced_rate, say))
+        after = _metrics(_get(url + "/metrics"))
+        report.latency = _latency_summary(latencies, paced_rate, count)
+        report.latency["paced_batches"] = _stage_profile(after, before)
+        rss.mark("end")
+        report.rss = rss.summary()
+
+
+def _with_id(payload: bytes, suffix: str) -> bytes:
+    post = orjson.loads(payload)
+    post["id"] = f"{post['id']}-{suffix}"
+    return orjson.dumps(post)
+
+
+async def _produce(settings: Settings, payloads: Sequence[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for payload in payloads:
+            await producer.send(settings.topics.posts, payload)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _decisions_consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(settings.topics.decisions, bootstrap_servers=settings.bootstrap, group_id=None,
+                            auto_offset_reset="earliest", fetch_max_wait_ms=20)
+
+
+async def _drain(settings: Settings, expected: int, say: Any) -> tuple[float, float, int]:
+    """Consume `expected` decisions: (first arrival, last arrival, count)."""
+    consumer = _decisions_consumer(settings)
+    await consumer.start()
+    first = last = 0.0
+    seen = 0
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    next_report = time.monotonic() + 5
+    try:
+        while seen < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{seen} of {expected} decisions after {DRAIN_TIMEOUT_S:.0f}s")
+            batches = await consumer.getmany(timeout_ms=200)
+            got = sum(len(messages) for messages in batches.values())
+            if got:
+                last = time.monotonic()
+                first = first or last
+                seen += got
+            if time.monotonic() > next_report:
+                say(f"  {seen}/{expected} decisions")
+                next_report += 5
+    finally:
+        await consumer.stop()
+    return first, last, seen
+
+
+async def _paced(settings: Settings, payloads: Sequence[bytes], rate: float, say: Any) -> list[float]:
+    """Produce at `rate` posts/s; seconds from each send to its decision being consumed."""
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    consumer = _decisions_consumer(settings)
+    await consumer.start()
+    # Skip what is already there (the backlog's decisions): start from the end.
+    await consumer.seek_to_end()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+
+    async def produce() -> None:
         started = time.monotonic()
-        asyncio.run(_await_decisions(settings.bootstrap, settings.topics, posts))
-        seconds = time.monotonic() - started
-        batches, stages = _batch_metrics(_get(url + "/metrics"))
-    return BenchResult(batch_size, posts, seconds, batches, stages)
+        for n, payload in enumerate(payloads):
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[orjson.loads(payload)["id"]] = time.monotonic()
+            await producer.send(settings.topics.posts, payload)
+        await producer.flush()
+
+    async def consume() -> None:
+        deadline = time.monotonic() + len(payloads) / rate + 120
+        next_report = time.monotonic() + 5
+        while len(latencies) < len(payloads) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=100)
+            now = time.monotonic()
+            for messages in batches.values():
+                for message in messages:
+                    at = sent.get(orjson.loads(message.value or b"{}").get("post_id", ""))
+                    if at is not None:
+                        latencies.append(now - at)
+            if now > next_report:
+                say(f"  paced: {len(latencies)}/{len(payloads)} decisions")
+                next_report += 5
+
+    try:
+        await asyncio.gather(produce(), consume())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return latencies
+
+
+def _latency_summary(latencies: list[float], rate: float, count: int) -> dict[str, Any]:
+    ms = sorted(x * 1000 for x in latencies)
+
+    def pct(p: float) -> float | None:
+        return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 1) if ms else None
+
+    return {"rate_posts_per_second": round(rate, 1), "posts": count, "decided": len(ms),
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "max_ms": round(ms[-1], 1) if ms else None,
+            "measures": "produce (bench) -> decision consumed (bench)"}
+
+
+# ---------------------------------------------------------------- worker metrics and memory
 
 
 def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return response.read().decode()
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
 
 
 def _wait_ready(url: str) -> None:
@@ -98,19 +352,6 @@ def _wait_ready(url: str) -> None:
     raise TimeoutError(f"worker at {url} not ready in {READY_TIMEOUT_S:.0f}s")
 
 
-async def _await_decisions(bootstrap: str, topics: Topics, expected: int) -> None:
-    consumer = AIOKafkaConsumer(topics.decisions, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        seen = 0
-        while seen < expected:
-            batches = await consumer.getmany(timeout_ms=200)
-            seen += sum(len(messages) for messages in batches.values())
-    finally:
-        await consumer.stop()
-
-
 def _batch_metrics(exposition: str) -> tuple[int, dict[str, float]]:
     batches, stages = 0, {}
     for family in text_string_to_metric_families(exposition):
@@ -120,3 +361,126 @@ def _batch_metrics(exposition: str) -> tuple[int, dict[str, float]]:
             elif sample.name == "feedwarden_batch_stage_seconds_sum":
                 stages[sample.labels["stage"]] = sample.value
     return batches, stages
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    batches: int
+    posts: float
+    stages: dict[str, float]
+
+
+def _metrics(exposition: str) -> _Snapshot:
+    batches, stages = _batch_metrics(exposition)
+    posts = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "feedwarden_batch_size_sum":
+                posts = sample.value
+    return _Snapshot(batches, posts, stages)
+
+
+def _stage_profile(now: _Snapshot, before: _Snapshot | None) -> dict[str, Any]:
+    """Per-stage seconds, ms per batch and share; `engine_share`: tokenize+infer+policy of the total."""
+    b = before or _Snapshot(0, 0.0, {})
+    batches = now.batches - b.batches
+    seconds = {s: now.stages[s] - b.stages.get(s, 0.0) for s in now.stages}
+    total = sum(seconds.values()) or 1.0
+    return {
+        "batches": batches,
+        "mean_batch": round((now.posts - b.posts) / max(1, batches), 1),
+        "seconds": {s: round(v, 3) for s, v in seconds.items()},
+        "ms_per_batch": {s: round(1000 * v / max(1, batches), 2) for s, v in seconds.items()},
+        "share": {s: round(v / total, 3) for s, v in seconds.items()},
+        "engine_share": round(sum(seconds.get(s, 0.0) for s in ENGINE_STAGES) / total, 3),
+    }
+
+
+class _RssSampler:
+    """VmRSS of a process every 0.25 s in a thread, plus VmHWM at the end."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[float] = []
+        self.marks: dict[str, float] = {}
+        self.hwm = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _status(self) -> dict[str, float]:
+        try:
+            text = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return {}
+        return {line.split(":")[0]: float(line.split()[1]) / 1024 for line in text.splitlines()
+                if line.startswith(("VmRSS", "VmHWM"))}
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            status = self._status()
+            if "VmRSS" in status:
+                self.samples.append(status["VmRSS"])
+                self.hwm = max(self.hwm, status.get("VmHWM", 0.0))
+
+    def current_mib(self) -> float:
+        return self._status().get("VmRSS", 0.0)
+
+    def mark(self, name: str) -> None:
+        status = self._status()
+        self.marks[name] = status.get("VmRSS", 0.0)
+        self.hwm = max(self.hwm, status.get("VmHWM", 0.0))
+
+    def summary(self) -> dict[str, Any]:
+        return {"ready_mib": round(self.marks.get("ready", 0.0), 1),
+                "max_under_load_mib": round(max(self.samples, default=0.0), 1),
+                "end_mib": round(self.marks.get("end", 0.0), 1), "hwm_mib": round(self.hwm, 1)}
+
+
+# ---------------------------------------------------------------- output
+
+
+def describe(result: dict[str, Any]) -> str:
+    c, engine, e2e, lat, st, rss = (result[k] for k in ("context", "engine", "end_to_end", "latency",
+                                                         "stages", "rss"))
+    lines = [
+        f"posts: {c['posts']} from {c['source']}; batch {c['batch_size']}, wait {c['batch_wait_ms']} ms; "
+        f"{c['cpus']} CPUs; load average {c['load_before']} -> {c['load_after']}",
+        f"engine (tokenize+graph+policy, no broker): {engine['posts_per_second']:.0f} posts/s "
+        f"(passes {', '.join(f'{p:.0f}' for p in engine['passes'])})",
+        f"end to end (produce -> decision, backlog): {e2e['posts_per_second']:.0f} posts/s",
+        f"ratio end to end / engine: {result['ratio_end_to_end_to_engine']}",
+        f"latency at {lat['rate_posts_per_second']:.0f} posts/s (half max), {lat['decided']}/{lat['posts']} "
+        f"decided: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms, "
+        f"max {lat['max_ms']} ms",
+        f"worker RSS: {rss['ready_mib']:.0f} MiB ready, {rss['max_under_load_mib']:.0f} MiB max under load, "
+        f"VmHWM {rss['hwm_mib']:.0f} MiB",
+        f"stages under backlog ({st['batches']} batches, mean {st['mean_batch']} posts; "
+        f"engine stages {st['engine_share']:.0%} of staged time):",
+    ]
+    lines += [f"  {stage:<9} {st['ms_per_batch'][stage]:8.2f} ms/batch  {st['share'][stage]:6.1%}"
+              for stage in sorted(st["seconds"], key=lambda s: -st["seconds"][s])]
+    paced = lat.get("paced_batches") or {}
+    if paced:
+        lines.append(f"paced: {paced['batches']} batches, mean {paced['mean_batch']} posts")
+    return "\n".join(lines)
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+

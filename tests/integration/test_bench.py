@@ -1,0 +1,34 @@
+"""`feedwarden bench --quick --json` runs end to end and reports every figure (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from feedwarden.models.bundle import Bundle
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_prints_the_expected_keys(released_bundle: Bundle) -> None:
+    env = os.environ | {"FEEDWARDEN_BUNDLE": str(released_bundle.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "feedwarden.cli", "bench", "--quick", "--json", "--posts", "120",
+         "--paced-seconds", "2"],
+        env=env, capture_output=True, text=True, timeout=170,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) >= {"context", "engine", "end_to_end", "ratio_end_to_end_to_engine", "latency",
+                           "stages", "rss"}
+    assert result["end_to_end"]["posts"] == 120
+    assert result["engine"]["posts_per_second"] > 0 and result["ratio_end_to_end_to_engine"] > 0
+    assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency"])
+    assert result["latency"]["decided"] == result["latency"]["posts"]
+    assert {"decode", "tokenize", "infer", "policy", "produce"} <= set(result["stages"]["seconds"])
+    assert result["rss"]["hwm_mib"] > 0
+    assert "[bench" in done.stderr  # progress lines
