@@ -188,6 +188,24 @@ class ModelLoop:
 
     # ------------------------------------------------------------ model updates
 
+    def serve_registry_current(self) -> None:
+        """At start, swap to the registry's current version if it is not the configured bundle.
+
+        model.updates would get there too, but only once replayed, and the
+        first batches would meanwhile be decided by a bundle the registry has
+        moved past. Blocking: called while the app is built, like the first load.
+        """
+        current = current_promotion(self.registry)
+        if current is None or current.version == self.serving.version:
+            return
+        update = ModelUpdate.from_promotion(current)
+        try:
+            moderator = load_moderator(self.registry, update, self.settings, self.settings.topics)
+        except SwapRejected as exc:
+            self._reject(exc, update.version)
+            return
+        self._swap(moderator, update)
+
     async def on_update(self, raw: bytes) -> None:
         """One model.updates message: apply it, or log why not. Never raises on bad input."""
         try:
@@ -273,6 +291,7 @@ def wire_model_loop(app: faust.App, service: ModerationService) -> ModelLoop:
         await target.send(key=key.encode() if isinstance(key, str) else key, value=value, force=True)
 
     model_loop = ModelLoop(service, send)
+    model_loop.serve_registry_current()
     previous = service.on_batch
 
     async def on_batch(messages: Sequence[Incoming], report: BatchReport, moderator: Moderator) -> None:

@@ -168,3 +168,21 @@ def test_a_tampered_shadow_is_rejected(registry: Registry) -> None:
     (registry.path_of("v2") / MANIFEST).write_text("{}")
     _apply(loop, raw)
     assert loop.shadow is None and _rejected(loop, "digest") == 1
+
+
+def test_a_starting_worker_serves_the_registry_current_version_at_once(registry: Registry) -> None:
+    registry.promote("v2")
+    loop, _ = make_loop(registry.root)  # configured with v1
+    loop.serve_registry_current()
+    assert _serving(loop) == "v2" and _decision_models(loop) == {"v2"}
+    _apply(loop, update(registry, "v2"))  # the replayed announcement is then a no-op
+    assert loop.metrics.bundle_swaps._value.get() == 1
+
+
+def test_a_tampered_registry_current_is_not_served_at_start(registry: Registry) -> None:
+    registry.promote("v2")
+    policy = registry.path_of("v2") / "policy.json"
+    policy.write_text(policy.read_text() + " ")
+    loop, _ = make_loop(registry.root)
+    loop.serve_registry_current()
+    assert _serving(loop) == "v1" and _rejected(loop, "digest") == 1
