@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
 import shutil
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from faust.types.auth import CredentialsT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from feedwarden.stream.health import BrokerProbe, damp_reconnect_noise
 from feedwarden.stream.loop import wire_model_loop
 from feedwarden.stream.metrics import Metrics
 from feedwarden.stream.settings import Settings
@@ -52,6 +54,7 @@ Sender = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 
 RECENT_IDS = 100_000
 SEND_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+DRAIN_SECONDS = 10.0  # a clean stop waits this long for the batch in hand
 RETRIABLE = (KafkaError, OSError, asyncio.TimeoutError)
 
 
@@ -92,6 +95,7 @@ class ModerationService:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwarden-infer")
         self.recent = RecentIds()
         self.joined_group = False
+        self.broker_reachable = True  # kept current by the broker probe task (stream/health.py)
 
     async def handle(self, events: Sequence[EventT], send: Sender) -> BatchReport:
         """Decide a batch and produce its records; returns once the broker has them all."""
@@ -127,7 +131,7 @@ class ModerationService:
                 m.duplicates.inc()
 
     def ready(self, app: faust.App) -> bool:
-        ready = self.joined_group and not app.rebalancing
+        ready = self.joined_group and not app.rebalancing and self.broker_reachable
         self.metrics.ready.set(1 if ready else 0)
         return ready
 
@@ -205,6 +209,7 @@ def create_app(
     _wire_agent(app, service)
     _wire_readiness(app, service)
     _wire_web(app, service)
+    _wire_broker_probe(app, service)
     wire_model_loop(app, service)
     return app
 
@@ -238,14 +243,32 @@ def _wire_agent(app: faust.App, service: ModerationService) -> None:
         # "attachments"), so we can wait for the broker before acking.
         return await outputs[record.topic].send(key=record.key, value=record.value, force=True)
 
+    async def decide_and_ack(stream: StreamT, events: Sequence[EventT]) -> None:
+        await service.handle(events, send)
+        for event in events:
+            await stream.ack(event)
+
     @app.agent(posts, name="moderate", concurrency=1)
     async def moderate(stream: StreamT) -> None:
         batches = cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s)
         async for batch in batches:
-            events = cast(Sequence[EventT], batch)
-            await service.handle(events, send)
-            for event in events:
-                await stream.ack(event)
+            await _drained(decide_and_ack(stream, cast(Sequence[EventT], batch)))
+
+
+async def _drained(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work`; if we are cancelled meanwhile (a clean stop), let it finish first.
+
+    The batch in hand then gets its records out and its events acked before
+    the consumer's final commit, so a clean stop repeats nothing. A stop that
+    takes longer than DRAIN_SECONDS leaves the batch unacked: redelivered later.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, DRAIN_SECONDS)
+        raise
 
 
 def _wire_readiness(app: faust.App, service: ModerationService) -> None:
@@ -271,6 +294,23 @@ def _connect(signal: Any, handler: Callable[..., Awaitable[None]]) -> None:
     signal.connect(handler)
 
 
+def _wire_broker_probe(app: faust.App, service: ModerationService) -> None:
+    """Readiness follows the broker: a group membership kept in memory says nothing during an outage."""
+    probe = BrokerProbe(service.settings)
+    damp_reconnect_noise()
+
+    @app.task
+    async def probe_broker() -> None:
+        run = asyncio.create_task(probe.run())
+        try:
+            while True:
+                await asyncio.sleep(probe.interval_s / 2)
+                service.broker_reachable = probe.reachable
+                service.ready(app)
+        finally:
+            run.cancel()
+
+
 def _wire_web(app: faust.App, service: ModerationService) -> None:
     registry = service.metrics.registry
 
@@ -290,5 +330,6 @@ def _wire_web(app: faust.App, service: ModerationService) -> None:
         async def get(self, request: Request) -> Response:
             ready = service.ready(app)
             body = {"ready": ready, "bundle": service.moderator.scorer.engine.bundle.version,
-                    "consumer_joined": service.joined_group, "rebalancing": bool(app.rebalancing)}
+                    "consumer_joined": service.joined_group, "rebalancing": bool(app.rebalancing),
+                    "broker_reachable": service.broker_reachable}
             return self.json(body, status=200 if ready else 503)
