@@ -21,6 +21,7 @@ from feedwarden.models.bundle import Bundle, BundleError
 
 log = logging.getLogger(__name__)
 
+LABELS_METADATA = "feedwarden.labels"  # graph metadata key prefix naming a head's labels in output order
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _announced: set[str] = set()
@@ -127,6 +128,15 @@ class Engine:
             if width != len(head.labels):
                 raise BundleError(
                     f"head {head.name}: graph gives {width} scores, manifest lists {len(head.labels)} labels"
+                )
+            # A graph that names its outputs' labels (metadata `feedwarden.labels.<output>`,
+            # comma-separated) must name them in the manifest's order: a permutation has
+            # the right width but would score every label under another's name.
+            named = self.session.get_modelmeta().custom_metadata_map.get(f"{LABELS_METADATA}.{head.output}")
+            if named is not None and tuple(named.split(",")) != head.labels:
+                raise BundleError(
+                    f"head {head.name}: graph labels {named.split(',')} disagree with the manifest's "
+                    f"{list(head.labels)}"
                 )
 
     @property
