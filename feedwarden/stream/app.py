@@ -22,9 +22,10 @@ import logging
 import shutil
 import tempfile
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -54,8 +55,17 @@ Sender = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 
 RECENT_IDS = 100_000
 SEND_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
-DRAIN_SECONDS = 10.0  # a clean stop waits this long for the batch in hand
+DRAIN_SECONDS = 10.0  # a clean stop waits this long for the batches in hand
 RETRIABLE = (KafkaError, OSError, asyncio.TimeoutError)
+
+
+@dataclass
+class Batch:
+    """One micro-batch in the agent's pipeline."""
+
+    events: Sequence[EventT]
+    enqueued: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Future[None] | None = None
 
 
 class RecentIds:
@@ -97,14 +107,23 @@ class ModerationService:
         self.joined_group = False
         self.broker_reachable = True  # kept current by the broker probe task (stream/health.py)
 
-    async def handle(self, events: Sequence[EventT], send: Sender) -> BatchReport:
-        """Decide a batch and produce its records; returns once the broker has them all."""
+    async def handle(
+        self, events: Sequence[EventT], send: Sender, *, turn: Batch | None = None, own: Batch | None = None
+    ) -> BatchReport:
+        """Decide a batch and produce its records; returns once the broker has them all.
+
+        Pipelined (see `_wire_agent`): `turn` is the previous batch, whose records
+        must be enqueued before ours so partitions keep batch order; `own.enqueued`
+        is set once ours are.
+        """
         messages = [_incoming(event) for event in events]
         loop = asyncio.get_running_loop()
         moderator = self.moderator  # read once: a hot swap never splits a batch between two bundles
         report = await loop.run_in_executor(self.executor, moderator.moderate_batch, messages)
+        if turn is not None:
+            await turn.enqueued.wait()
         started = time.perf_counter()
-        await _produce_all(report.outgoing, send)
+        await _produce_all(report.outgoing, send, enqueued=None if own is None else own.enqueued)
         report.stage_seconds["produce"] += time.perf_counter() - started
         self._observe(report, len(events))
         if self.on_batch is not None:
@@ -121,10 +140,13 @@ class ModerationService:
         m.inference_seconds.observe(report.stage_seconds.get("infer", 0.0))
         for error in report.dead_letters:
             m.dead_letters.labels(error).inc()
+        actions = Counter(decided.decision.action for decided in report.decided)
+        hits = Counter((hit.label, hit.action) for d in report.decided for hit in d.decision.labels)
+        for action, count in actions.items():
+            m.decisions.labels(action).inc(count)
+        for (label, action), count in hits.items():
+            m.label_hits.labels(label, action).inc(count)
         for decided in report.decided:
-            m.decisions.labels(decided.decision.action).inc()
-            for hit in decided.decision.labels:
-                m.label_hits.labels(hit.label, hit.action).inc()
             if decided.timestamp is not None:
                 m.end_to_end_seconds.observe(max(0.0, now - decided.timestamp))
             if self.recent.seen_before(decided.post_id):
@@ -147,7 +169,9 @@ def _incoming(event: EventT) -> Incoming:
     )
 
 
-async def _produce_all(records: Sequence[Outgoing], send: Sender) -> None:
+async def _produce_all(
+    records: Sequence[Outgoing], send: Sender, enqueued: asyncio.Event | None = None
+) -> None:
     """Send every record and wait for the broker's acks, re-sending failures until all land.
 
     Records are enqueued one by one, in order, so a partition receives them in
@@ -157,7 +181,10 @@ async def _produce_all(records: Sequence[Outgoing], send: Sender) -> None:
     """
     pending = list(records)
     for attempt in itertools.count():
-        results = await asyncio.gather(*[await _enqueue(send, r) for r in pending], return_exceptions=True)
+        acks = [await _enqueue(send, r) for r in pending]
+        if enqueued is not None:
+            enqueued.set()  # the next batch may enqueue behind ours (a re-send may not keep that order)
+        results = await asyncio.gather(*acks, return_exceptions=True)
         errors = [res for res in results if isinstance(res, BaseException)]
         if not errors:
             return
@@ -243,32 +270,46 @@ def _wire_agent(app: faust.App, service: ModerationService) -> None:
         # "attachments"), so we can wait for the broker before acking.
         return await outputs[record.topic].send(key=record.key, value=record.value, force=True)
 
-    async def decide_and_ack(stream: StreamT, events: Sequence[EventT]) -> None:
-        await service.handle(events, send)
-        for event in events:
+    async def decide_and_ack(stream: StreamT, batch: Batch, previous: Batch | None) -> None:
+        await service.handle(batch.events, send, turn=previous, own=batch)
+        if previous is not None and previous.done is not None:
+            await previous.done  # acks in batch order; a failed predecessor fails us before any ack
+        for event in batch.events:
             await stream.ack(event)
 
     @app.agent(posts, name="moderate", concurrency=1)
     async def moderate(stream: StreamT) -> None:
+        # A pipeline of `pipeline_depth` batches: while one batch's records wait for
+        # the broker's acks (and its drift hook runs), the next is taken and
+        # decided on the inference thread, so the CPU never idles on the broker.
         batches = cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s)
-        async for batch in batches:
-            await _drained(decide_and_ack(stream, cast(Sequence[EventT], batch)))
+        inflight: deque[Batch] = deque()
+        try:
+            async for events in batches:
+                batch = Batch(cast(Sequence[EventT], events))
+                batch.done = asyncio.ensure_future(
+                    decide_and_ack(stream, batch, inflight[-1] if inflight else None))
+                inflight.append(batch)
+                while len(inflight) >= settings.pipeline_depth:
+                    oldest = inflight[0].done
+                    assert oldest is not None
+                    await asyncio.shield(oldest)  # a failed batch stops the agent, as before
+                    inflight.popleft()
+        except asyncio.CancelledError:
+            await _drained(inflight)
+            raise
 
 
-async def _drained(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work`; if we are cancelled meanwhile (a clean stop), let it finish first.
+async def _drained(inflight: Sequence[Batch]) -> None:
+    """A clean stop (we were cancelled): let the batches in hand finish first, in order.
 
-    The batch in hand then gets its records out and its events acked before
-    the consumer's final commit, so a clean stop repeats nothing. A stop that
-    takes longer than DRAIN_SECONDS leaves the batch unacked: redelivered later.
+    They then get their records out and their events acked before the
+    consumer's final commit, so a clean stop repeats nothing. A stop that takes
+    longer than DRAIN_SECONDS leaves them unacked: redelivered later.
     """
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(task, DRAIN_SECONDS)
-        raise
+    pending = [batch.done for batch in inflight if batch.done is not None]
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.gather(*pending), DRAIN_SECONDS)
 
 
 def _wire_readiness(app: faust.App, service: ModerationService) -> None:

@@ -94,9 +94,14 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         e2e, engine = self.end_to_end.get("posts_per_second"), self.engine.get("posts_per_second")
         ratio = round(e2e / engine, 3) if e2e and engine else None
+        worker_cpu = self.end_to_end.get("worker_cpu_ms_per_post")
+        engine_cpu = self.engine.get("cpu_ms_per_post")
+        cpu_ratio = round(engine_cpu / worker_cpu, 3) if worker_cpu and engine_cpu else None
         return {"context": self.context, "engine": self.engine, "end_to_end": self.end_to_end,
-                "ratio_end_to_end_to_engine": ratio, "latency": self.latency, "stages": self.stages,
-                "rss": self.rss}
+                "ratio_end_to_end_to_engine": ratio,
+                # Load-independent: the engine's CPU per post over the worker's (1.0: no worker overhead).
+                "cpu_ratio_engine_to_worker": cpu_ratio,
+                "latency": self.latency, "stages": self.stages, "rss": self.rss}
 
 
 def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sys.stderr) -> int:
@@ -111,13 +116,16 @@ def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sy
                       "batch_wait_ms": settings.batch_wait_ms, "threads": settings.threads,
                       "cpus": os.cpu_count(), "load_before": _loadavg(), "started": _utc()}
     say(f"{len(payloads)} posts from {source}; batch {batch_size}; load average {_loadavg()}")
-    engine_passes = _engine_passes(payloads, batch_size, settings, options.engine_repeats, say)
+    engine_cpu: list[float] = []
+    engine_passes = _engine_passes(payloads, batch_size, settings, options.engine_repeats, say, engine_cpu)
     with start_broker() as broker:
         say(f"broker {broker.bootstrap}")
         _broker_phases(broker, payloads, batch_size, options, report, say)
-    engine_passes += _engine_passes(payloads, batch_size, settings, 1, say, label="engine (after)")
+    engine_passes += _engine_passes(payloads, batch_size, settings, 1, say, engine_cpu,
+                                    label="engine (after)")
     report.engine = {"posts_per_second": round(statistics.median(engine_passes), 1),
                      "passes": [round(p, 1) for p in engine_passes],
+                     "cpu_ms_per_post": round(statistics.median(engine_cpu), 3),
                      "measures": "tokenize + graph + policy, in-process, chunks of the batch size"}
     report.context["load_after"] = _loadavg()
     result = report.to_dict()
@@ -159,7 +167,7 @@ def _texts(path: Path) -> list[str]:
 
 def _engine_passes(
     payloads: Sequence[bytes], batch_size: int, settings: Settings, repeats: int, say: Any,
-    label: str = "engine",
+    cpu_ms: list[float], label: str = "engine",
 ) -> list[float]:
     from feedwarden.stream.records import Post, decode_post
     from feedwarden.stream.topology import Scorer
@@ -171,16 +179,19 @@ def _engine_passes(
     scorer.decide(list(chunks[0]), {})  # warm-up: first-run allocations
     rates = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         stages: dict[str, float] = {}
         for chunk in chunks:
             timed: dict[str, float] = {}
             scorer.decide(list(chunk), timed)
             for stage, seconds in timed.items():
                 stages[stage] = stages.get(stage, 0.0) + seconds
-        rate = sum(isinstance(p, Post) for p in decoded) / (time.perf_counter() - started)
+        valid = sum(isinstance(p, Post) for p in decoded)
+        rate = valid / (time.perf_counter() - started)
         rates.append(rate)
-        say(f"{label}: {rate:.0f} posts/s (" + ", ".join(f"{s} {v:.2f}s" for s, v in stages.items()) + ")")
+        cpu_ms.append(1000 * (time.process_time() - cpu) / valid)
+        say(f"{label}: {rate:.0f} posts/s, {cpu_ms[-1]:.2f} CPU ms/post ("
+            + ", ".join(f"{s} {v:.2f}s" for s, v in stages.items()) + ")")
     del scorer  # its thread pool must not compete with the worker
     return rates
 
@@ -209,11 +220,15 @@ def _broker_phases(
         _wait_ready(url)
         rss.mark("ready")
         say(f"worker pid {worker.pid} ready; RSS {rss.current_mib():.0f} MiB; draining the backlog")
+        cpu = {"worker": _cpu_seconds(worker.pid), "broker": _cpu_seconds(broker.process.pid)}
         first, last, n = asyncio.run(_drain(settings, len(backlog), say))
+        cpu = {k: round(1000 * (_cpu_seconds(pid) - cpu[k]) / n, 3)
+               for k, pid in (("worker", worker.pid), ("broker", broker.process.pid))}
         before = _metrics(_get(url + "/metrics"))
         rate = (n - 1) / max(1e-9, last - first)
         report.end_to_end = {"posts_per_second": round(rate, 1), "posts": n,
-                             "seconds_first_to_last": round(last - first, 3)}
+                             "seconds_first_to_last": round(last - first, 3),
+                             "worker_cpu_ms_per_post": cpu["worker"], "broker_cpu_ms_per_post": cpu["broker"]}
         report.stages = _stage_profile(before, None)
         say(f"end to end: {rate:.0f} posts/s; {report.stages['batches']} batches of "
             f"{report.stages['mean_batch']:.1f} posts")
@@ -227,6 +242,15 @@ def _broker_phases(
         report.latency["paced_batches"] = _stage_profile(after, before)
         rss.mark("end")
         report.rss = rss.summary()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _with_id(payload: bytes, suffix: str) -> bytes:
@@ -456,7 +480,10 @@ def describe(result: dict[str, Any]) -> str:
         f"engine (tokenize+graph+policy, no broker): {engine['posts_per_second']:.0f} posts/s "
         f"(passes {', '.join(f'{p:.0f}' for p in engine['passes'])})",
         f"end to end (produce -> decision, backlog): {e2e['posts_per_second']:.0f} posts/s",
-        f"ratio end to end / engine: {result['ratio_end_to_end_to_engine']}",
+        f"ratio end to end / engine: {result['ratio_end_to_end_to_engine']} (wall clock; shared-CPU noise)",
+        f"CPU per post: engine {engine['cpu_ms_per_post']} ms, worker {e2e['worker_cpu_ms_per_post']} ms "
+        f"(+ broker {e2e['broker_cpu_ms_per_post']} ms); "
+        f"engine/worker {result['cpu_ratio_engine_to_worker']}",
         f"latency at {lat['rate_posts_per_second']:.0f} posts/s (half max), {lat['decided']}/{lat['posts']} "
         f"decided: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms, "
         f"max {lat['max_ms']} ms",

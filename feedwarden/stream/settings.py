@@ -136,6 +136,8 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     batch_size: int = 64
     batch_wait_ms: int = 50
+    # Micro-batches in flight: 2 lets one batch wait for the broker's acks while the next is decided.
+    pipeline_depth: int = 2
     bundle: Path = field(default_factory=default_bundle_path)
     web_port: int = 6066
     web_bind: str = "0.0.0.0"
@@ -154,6 +156,7 @@ class Settings:
                 raise SettingsError(f"KAFKA_BOOTSTRAP entry {server!r} is not host:port")
         _check_range("FEEDWARDEN_BATCH_SIZE", self.batch_size, 1, 4096)
         _check_range("FEEDWARDEN_BATCH_WAIT_MS", self.batch_wait_ms, 1, 60_000)
+        _check_range("FEEDWARDEN_PIPELINE_DEPTH", self.pipeline_depth, 1, 8)
         _check_range("FEEDWARDEN_WEB_PORT", self.web_port, 1, 65535)
         _check_range("FEEDWARDEN_MAX_TEXT_CHARS", self.max_text_chars, 1, MAX_TEXT_CHARS)
         _check_range("FEEDWARDEN_PARTITIONS", self.partitions, 1, 10_000)
@@ -190,6 +193,7 @@ class Settings:
             ),
             batch_size=get.integer("FEEDWARDEN_BATCH_SIZE", 64),
             batch_wait_ms=get.integer("FEEDWARDEN_BATCH_WAIT_MS", 50),
+            pipeline_depth=get.integer("FEEDWARDEN_PIPELINE_DEPTH", 2),
             bundle=Path(get.text("FEEDWARDEN_BUNDLE", str(default_bundle_path()))),
             web_port=get.integer("FEEDWARDEN_WEB_PORT", 6066),
             web_bind=get.text("FEEDWARDEN_WEB_BIND", "0.0.0.0"),
