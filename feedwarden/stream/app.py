@@ -36,6 +36,7 @@ from faust.types.auth import CredentialsT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from feedwarden.stream.acks import AckGuard
 from feedwarden.stream.health import BrokerProbe, damp_reconnect_noise
 from feedwarden.stream.loop import wire_model_loop
 from feedwarden.stream.metrics import Metrics
@@ -270,11 +271,14 @@ def _wire_agent(app: faust.App, service: ModerationService) -> None:
         # "attachments"), so we can wait for the broker before acking.
         return await outputs[record.topic].send(key=record.key, value=record.value, force=True)
 
+    guard = AckGuard(topics.posts)  # only decided posts reach the offset bookkeeping (stream/acks.py)
+
     async def decide_and_ack(stream: StreamT, batch: Batch, previous: Batch | None) -> None:
         await service.handle(batch.events, send, turn=previous, own=batch)
         if previous is not None and previous.done is not None:
             await previous.done  # acks in batch order; a failed predecessor fails us before any ack
         for event in batch.events:
+            guard.mark(event.message)
             await stream.ack(event)
 
     @app.agent(posts, name="moderate", concurrency=1)
@@ -282,6 +286,7 @@ def _wire_agent(app: faust.App, service: ModerationService) -> None:
         # A pipeline of `pipeline_depth` batches: while one batch's records wait for
         # the broker's acks (and its drift hook runs), the next is taken and
         # decided on the inference thread, so the CPU never idles on the broker.
+        guard.install(app.consumer)
         batches = cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s)
         inflight: deque[Batch] = deque()
         try:

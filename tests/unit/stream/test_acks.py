@@ -1,0 +1,45 @@
+"""The ack guard: Faust's acks of skipped posts never reach the offsets it commits."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from feedwarden.models.bundle import Bundle
+from feedwarden.stream.acks import AckGuard
+from feedwarden.stream.app import create_app
+from feedwarden.stream.settings import Settings
+
+
+def _message(topic: str, offset: int) -> ConsumerMessage:
+    return ConsumerMessage(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=1)
+
+
+def test_only_decided_posts_are_recorded_for_commit(tiny_bundle: Bundle) -> None:
+    async def scenario() -> None:
+        app = create_app(Settings(bundle=tiny_bundle.path, providers="cpu", web_port=16096))
+        app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+        consumer = app.consumer
+        guard = AckGuard("posts")
+        guard.install(consumer)
+        guard.install(consumer)  # idempotent
+        decided = [_message("posts", offset) for offset in (10, 11)]
+        skipped = [_message("posts", offset) for offset in (12, 13)]
+        other = _message("drift.stats", 5)
+        for message in decided + skipped + [other]:
+            consumer.track_message(message)
+        for message in decided:
+            guard.mark(message)
+            message.ack(consumer)
+        for message in skipped:  # what Faust's stream does with a message it skips
+            message.ack(consumer)
+        other.ack(consumer)
+        assert consumer._acked[TP("posts", 0)] == [10, 11], "skipped posts are not committable"
+        assert consumer._acked[TP("drift.stats", 0)] == [5], "other topics are left alone"
+        assert all(m.acked for m in decided + skipped), "Faust stops waiting for every one of them"
+        assert not consumer._unacked_messages
+        assert guard.withheld == 2
+
+    asyncio.run(scenario())
