@@ -37,7 +37,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feedwarden.stream.acks import AckGuard
-from feedwarden.stream.health import BrokerProbe, damp_reconnect_noise
+from feedwarden.stream.health import BrokerProbe, damp_reconnect_noise, exit_after
 from feedwarden.stream.loop import wire_model_loop
 from feedwarden.stream.metrics import Metrics
 from feedwarden.stream.settings import Settings
@@ -328,10 +328,14 @@ def _wire_readiness(app: faust.App, service: ModerationService) -> None:
     async def rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:
         service.ready(app)
 
+    async def stop_deadline(sender: Any, *args: Any, **kwargs: Any) -> None:
+        exit_after()  # a stop that hangs (broker gone) must not outlive the grace period
+
     _connect(app.on_partitions_assigned, joined)
     _connect(app.on_partitions_revoked, not_ready)
     _connect(app.on_rebalance_complete, rebalanced)
     _connect(app.on_before_shutdown, not_ready)
+    _connect(app.on_before_shutdown, stop_deadline)
 
 
 def _connect(signal: Any, handler: Callable[..., Awaitable[None]]) -> None:

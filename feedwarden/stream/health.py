@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from typing import Any
 
@@ -25,6 +27,7 @@ from feedwarden.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+STOP_DEADLINE_S = 25.0  # within Kubernetes' default 30 s grace period
 PROBE_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 5.0
 NOISY_LOGGERS = (
@@ -76,6 +79,30 @@ class BrokerProbe:
                 log.error("broker %s unreachable (%s): not ready until it answers",
                           self.settings.bootstrap, type(exc).__name__)
         self.reachable = reachable
+
+
+def exit_after(deadline_s: float = STOP_DEADLINE_S, code: int = 0) -> threading.Thread:
+    """End the process if a stop is still running after `deadline_s` (a daemon thread).
+
+    With the broker gone, aiokafka's consumer cannot stop: a fetch task
+    cancelled during its retry back-off re-raises CancelledError out of
+    `Fetcher.close`, Faust's consumer thread dies in its shutdown and the
+    worker waits for it forever. Nothing is lost by leaving anyway: offsets
+    are committed only for decided posts, so whatever is uncommitted is
+    redelivered to the next owner.
+    """
+
+    def expire() -> None:
+        time.sleep(deadline_s)
+        log.error("stop still running after %.0fs (broker unreachable?): exiting now; posts whose offsets "
+                  "were not committed are redelivered", deadline_s)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+
+    thread = threading.Thread(target=expire, name="feedwarden-stop-deadline", daemon=True)
+    thread.start()
+    return thread
 
 
 class ReconnectNoise(logging.Filter):

@@ -132,3 +132,27 @@ def test_relaunch_reuses_the_port(own_broker: EmbeddedBroker, tmp_path: Path) ->
     own_broker.process.wait(10)
     relaunch(own_broker)
     assert own_broker.bootstrap == before and own_broker.alive()
+
+
+def test_sigterm_while_the_broker_is_down_still_exits_promptly(
+    own_broker: EmbeddedBroker, tiny_bundle: Bundle, spawn: WorkerFactory
+) -> None:
+    asyncio.run(_stop_during_outage(own_broker, tiny_bundle, spawn))
+
+
+async def _stop_during_outage(broker: EmbeddedBroker, bundle: Bundle, spawn: WorkerFactory) -> None:
+    topics = await fresh_topics(broker.bootstrap, 2, "outstop")
+    env = worker_env(broker.bootstrap, topics, bundle.path, f"outstop-{uuid.uuid4().hex[:6]}", 2)
+    worker = spawn(env, "worker")
+    await worker.wait_ready()
+    await _decide(broker.bootstrap, topics.posts, topics.decisions, "pre-", 20)
+    # Posts the worker has fetched but cannot answer for: their records cannot be sent.
+    await produce(broker.bootstrap, topics.posts, [(None, orjson.dumps(p)) for p in numbered_posts(200)])
+    broker.process.terminate()
+    broker.process.wait(10)
+    await asyncio.sleep(3)
+    started = time.monotonic()
+    code = await asyncio.to_thread(worker.stop, signal.SIGTERM, 60)
+    took = time.monotonic() - started
+    print(f"\nSIGTERM with the broker down: exit {code} in {took:.1f}s")
+    assert code == 0 and took < 30, worker.log_tail()
