@@ -52,9 +52,14 @@ class Feed:
         self.bootstrap, self.topic, self.stream = bootstrap, topic, stream
         self.positions: list[tuple[int, int]] = []
         self.partition_of: dict[str, int] = {}
+        # The last fifth waits for `release`: however fast the workers, the kills land mid-stream.
+        self.hold_from = len(stream) * 4 // 5
+        self.release = asyncio.Event()
 
     async def run(self, progress: Callable[[], int]) -> None:
         for start in range(0, len(self.stream), CHUNK):
+            if start >= self.hold_from:
+                await self.release.wait()
             while progress() < start - LEAD:
                 await asyncio.sleep(0.05)
             chunk = self.stream[start : start + CHUNK]
@@ -166,6 +171,8 @@ async def _kill_and_take_over(
     """SIGKILL `victim`; the survivor alone must then decide posts of every partition."""
     assert workers[victim].stop(signal.SIGKILL) == -signal.SIGKILL
     assert not feeding.done(), "each kill should land mid-stream"
+    if victim == "b":
+        feed.release.set()  # the last kill has landed; the survivor needs posts to show its takeover
     at = len(decisions)
     partitions = set(range(PARTITIONS))
 
