@@ -42,6 +42,7 @@ from feedwarden.stream.loop import wire_model_loop
 from feedwarden.stream.metrics import Metrics
 from feedwarden.stream.settings import Settings
 from feedwarden.stream.topology import BatchReport, Incoming, Moderator, Outgoing, Scorer
+from feedwarden.stream.transport import SCHEME
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def create_app(
     service = ModerationService(settings, metrics, on_batch)
     app = faust.App(
         settings.group_id,
-        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap.split(",")],
+        broker=[f"{SCHEME}://{server.strip()}" for server in settings.bootstrap.split(",")],
         broker_credentials=_credentials(settings),
         key_serializer="raw",
         value_serializer="raw",

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -217,7 +218,7 @@ def _broker_phases(
     say(f"backlog of {len(backlog)} posts produced; starting the worker")
     url = f"http://127.0.0.1:{settings.web_port}"
     with worker_process(env) as worker, _RssSampler(worker.pid) as rss:
-        _wait_ready(url)
+        _wait_ready(url, worker)
         rss.mark("ready")
         say(f"worker pid {worker.pid} ready; RSS {rss.current_mib():.0f} MiB; draining the backlog")
         cpu = {"worker": _cpu_seconds(worker.pid), "broker": _cpu_seconds(broker.process.pid)}
@@ -365,9 +366,11 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
-def _wait_ready(url: str) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {process.returncode} before it was ready")
         try:
             _get(url + "/readyz")
             return
