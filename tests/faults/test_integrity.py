@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
 import pytest
 
-from feedwarden.models.bundle import Bundle, BundleError, load_bundle, write_bundle
+from feedwarden.models.bundle import Bundle, BundleError, Head, load_bundle, write_bundle
 from feedwarden.models.engine import LABELS_METADATA, Engine
 from feedwarden.stream.broker import free_port
 from tests.unit.stream.loop_support import write_version
@@ -69,16 +70,11 @@ def permuted_labels(bundle: Bundle, tmp: Path) -> Path:
     onnx.helper.set_model_props(model, {f"{LABELS_METADATA}.{safety.output}": ",".join(safety.labels)})
     onnx.save(model, str(source / "model.onnx"))
     swapped = (safety.labels[1], safety.labels[0], *safety.labels[2:])
-    heads = tuple(h if h.name != "safety" else type(h)(h.name, h.output, swapped)
-                  for h in bundle.manifest.heads)
-    manifest = type(bundle.manifest)(**{**_fields(bundle.manifest), "heads": heads})
+    heads = tuple(h if h.name != "safety" else Head(h.name, h.output, swapped) for h in bundle.manifest.heads)
+    manifest = replace(bundle.manifest, heads=heads)
     sources = {"model.onnx": source / "model.onnx", "tokenizer.json": bundle.tokenizer_path,
                "policy.json": bundle.policy_path}
     return write_bundle(tmp / "permuted", manifest, sources).path
-
-
-def _fields(manifest: object) -> dict[str, object]:
-    return {name: getattr(manifest, name) for name in manifest.__dataclass_fields__}  # type: ignore[attr-defined]
 
 
 CASES: dict[str, tuple[Callable[[Bundle, Path], Path], str]] = {

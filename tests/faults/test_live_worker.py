@@ -20,6 +20,7 @@ import random
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -66,8 +67,8 @@ def hostile_payloads(marker: str, seed: int = 20261122) -> list[bytes]:
     texts = [f"{m}", f"{m} \x00\x01\x1b[31m", f"{m} " + "\U0001f4a9" * 500, f"{m} free crypto giveaway",
              f"{m} " + "ab " * 16_000, "\u0301" * 100 + m, f"{m}\r\n\u2028\u2029", f"{m} " + "é" * 49_000]
     for index in range(160):
-        post = {"id": hostile_ids[index % len(hostile_ids)] if index % 3 == 0 else f"live-{index}",
-                "text": texts[index % len(texts)]}
+        post_id = hostile_ids[index % len(hostile_ids)] if index % 3 == 0 else f"live-{index}"
+        post: dict[str, Any] = {"id": post_id, "text": texts[index % len(texts)]}
         if index % 5 == 0:
             post |= {"author_id": m, "context": {"quoted": m, "depth": [[[m]]]}, "lang": "xx"}
         if index % 7 == 0:

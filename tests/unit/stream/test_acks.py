@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
@@ -21,7 +22,7 @@ def test_only_decided_posts_are_recorded_for_commit(tiny_bundle: Bundle) -> None
     async def scenario() -> None:
         app = create_app(Settings(bundle=tiny_bundle.path, providers="cpu", web_port=16096))
         app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
-        consumer = app.consumer
+        consumer: Any = app.consumer  # private bookkeeping is what this test checks
         guard = AckGuard("posts")
         guard.install(consumer)
         guard.install(consumer)  # idempotent
