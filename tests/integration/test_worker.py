@@ -204,7 +204,8 @@ async def _graceful_restart(bootstrap: str, topics: Topics, bundle: Bundle, tmp_
     async with Collector(bootstrap, (topics.decisions,)) as seen:
 
         def at_least(n: int) -> Callable[[], bool]:
-            return lambda: len(seen.records[topics.decisions]) >= n
+            # Unique posts, not records: a repeated decision must not end a round early.
+            return lambda: len({orjson.loads(v)["post_id"] for _, v in seen.records[topics.decisions]}) >= n
 
         for round_, chunk in enumerate((posts[:100], posts[100:])):
             await produce(bootstrap, topics.posts, [(None, p) for p in chunk])
