@@ -60,11 +60,16 @@ log = logging.getLogger(__name__)
 
 
 class StatsMessage(faust.Record, serializer="json"):
-    """One label's stats for one batch, on the drift-stats topic."""
+    """Every label's stats for one batch, on the drift-stats topic.
+
+    One message per batch, not per label: the labels of a batch share its
+    window, and one record instead of one per label keeps the broker round
+    trips of drift off the worker's hot path.
+    """
 
     at: float  # the window's midpoint: what places the message in its tumbling window
     version: str
-    stats: dict[str, Any]  # WindowStats.to_dict()
+    stats: list[dict[str, Any]]  # WindowStats.to_dict() per label
 
 
 # Enqueues one record (topic, key, value); delivery is not awaited: drift stats,
@@ -121,10 +126,12 @@ class ModelLoop:
         if moderator.scorer.engine.bundle.version != plan.version:
             return  # decided by a bundle swapped out meanwhile: its references are gone
         window_s = self.settings.drift.window_s
-        for stats in batch_stats(report, plan, at=time.time(), window_s=window_s):
-            message = StatsMessage(at=stats.window_start + window_s / 2, version=plan.version,
-                                   stats=stats.to_dict())
-            await self.send(self.settings.drift.stats_topic, stats.label, message)
+        per_label = batch_stats(report, plan, at=time.time(), window_s=window_s)
+        if not per_label:
+            return
+        message = StatsMessage(at=per_label[0].window_start + window_s / 2, version=plan.version,
+                               stats=[stats.to_dict() for stats in per_label])
+        await self.send(self.settings.drift.stats_topic, plan.version, message)
 
     async def _score_shadow(self, messages: Sequence[Incoming], report: BatchReport) -> None:
         shadow = self.shadow
@@ -143,10 +150,13 @@ class ModelLoop:
 
     # ------------------------------------------------------------ drift windows
 
-    def merge(self, message: StatsMessage, current: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The table value after `message`; None when its window was evaluated already."""
-        stats = WindowStats.from_dict(message.stats)
-        if self.monitor.is_evaluated(message.version, stats.window_start):
+    def merge(
+        self, version: str, cell: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The table value after one label's `cell` of a stats message; None when its window
+        was evaluated already."""
+        stats = WindowStats.from_dict(cell)
+        if self.monitor.is_evaluated(version, stats.window_start):
             self.metrics.drift_late_stats.inc()
             return None
         return (stats if current is None else WindowStats.from_dict(current).merge(stats)).to_dict()
@@ -319,15 +329,16 @@ def _wire_drift(app: faust.App, model_loop: ModelLoop, stats_topic: faust.TopicT
     @app.agent(stats_topic, name="drift-merge", concurrency=1)
     async def merge(stream: StreamT) -> None:
         async for message in stream:
-            key = table_key(message.version, str(message.stats.get("label")))
-            current = table[key].value() if key in table else None  # default=None makes [] raise
-            try:
-                value = model_loop.merge(message, current)
-            except (DriftError, KeyError, TypeError, ValueError) as exc:  # a bad message must not stop drift
-                log.error("drift stats message skipped: %r", exc)
-                continue
-            if value is not None:
-                table[key] = value
+            for cell in message.stats:
+                key = table_key(message.version, str(cell.get("label")))
+                current = table[key].value() if key in table else None  # default=None makes [] raise
+                try:
+                    value = model_loop.merge(message.version, cell, current)
+                except (DriftError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    log.error("drift stats skipped: %r", exc)  # a bad message must not stop drift
+                    continue
+                if value is not None:
+                    table[key] = value
 
     @app.timer(min(5.0, max(0.5, drift.window_s / 10)))
     async def evaluate() -> None:

@@ -174,10 +174,11 @@ def test_hook_to_table_to_alerts_and_retrain_request(registry: Path, monkeypatch
 def _merge(loop: ModelLoop, sent: Sent, table: dict[str, dict[str, object]]) -> None:
     """What the drift-merge agent does, with a dict for the windowed table."""
     for message in sent.stats():
-        key = f"{table_key(message.version, message.stats['label'])}@{message.at}"
-        merged = loop.merge(message, table.get(key))
-        if merged is not None:
-            table[key] = merged
+        for cell in message.stats:
+            key = f"{table_key(message.version, cell['label'])}@{message.at}"
+            merged = loop.merge(message.version, cell, table.get(key))
+            if merged is not None:
+                table[key] = merged
     sent.records.pop("drift.stats", None)
 
 
@@ -192,9 +193,10 @@ def _cells(table: dict[str, dict[str, object]]) -> list[Entry]:
 def test_late_stats_for_an_evaluated_window_are_counted_not_merged(registry: Path) -> None:
     loop, sent = make_loop(registry, window_s=WINDOW)
     run_batch(loop, ["free scam", CLEAN])
-    message = sent.stats()[0]
-    loop.monitor._evaluated.add(("v1", message.stats["window_start"]))
-    assert loop.merge(message, None) is None
+    (message,) = sent.stats()
+    cell = message.stats[0]
+    loop.monitor._evaluated.add(("v1", cell["window_start"]))
+    assert loop.merge(message.version, cell, None) is None
     assert loop.metrics.drift_late_stats._value.get() == 1
 
 
