@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,13 @@ def fuse_attention(source: Path, dest: Path, num_heads: int, hidden_size: int) -
     return dest
 
 
-def quantize_int8(source: Path, dest: Path) -> Path:
-    """Dynamic int8 with per-channel weights (much closer to fp32 than per-tensor)."""
+def quantize_int8(
+    source: Path, dest: Path, op_types: Sequence[str] | None = None, exclude_nodes: Sequence[str] = ()
+) -> Path:
+    """Dynamic int8 with per-channel weights (much closer to fp32 than per-tensor).
+
+    `op_types` limits which operator types are quantized (default: all ORT supports);
+    `exclude_nodes` keeps named nodes in fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -69,6 +75,8 @@ def quantize_int8(source: Path, dest: Path) -> Path:
             str(dest),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            op_types_to_quantize=list(op_types) if op_types else None,
+            nodes_to_exclude=list(exclude_nodes),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     return dest

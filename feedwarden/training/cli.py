@@ -43,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     recal.add_argument("--tiny", action="store_true")
     recal.add_argument("--max-length", type=int, default=None)
     recal.add_argument("--release", action="store_true", help="release the bundle if its gates pass")
-    recal.set_defaults(handler=_recalibrate, epochs=None, max_steps=None, seeds=None)
+    recal.add_argument(
+        "--variant", choices=("auto", "int8", "fp32"), default=None, help="force a graph variant"
+    )
+    recal.set_defaults(handler=_recalibrate, epochs=None, max_steps=None, seeds=None, time_budget_min=None)
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate a bundle on the validation set")
     evaluate.add_argument("bundle", type=Path)
@@ -69,6 +72,7 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         time_budget_s=args.time_budget_min * 60 if getattr(args, "time_budget_min", None) else None,
         seeds=seeds,
         seed=seeds[0] if seeds else None,
+        variant=getattr(args, "variant", None),
     )
 
 

@@ -34,6 +34,9 @@ class PipelineConfig:
     int8_max_abs_delta: float = 0.2
     int8_min_agreement: float = 0.97
     int8_max_f1_drop: float = 0.02
+    # auto: int8 when it passes the parity gate, else fp32; int8/fp32 force a variant
+    # (a forced int8 keeps its failed parity figures in the manifest).
+    variant: str = "auto"
     janitr_rows: int | None = None
     eval_rows: int | None = None
     mix: MixConfig = field(default_factory=MixConfig)

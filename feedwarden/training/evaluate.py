@@ -105,8 +105,11 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
         return {}
     released = set(view.sources["janitr"].annotates) & set(view.labels)
     truth = [three_class(rows[i].labels) for i in index]
+    # The umbrella label is the scam-bucket detector when released; "any label" is
+    # how the worker acts (any scam-bucket label or the umbrella reaching its threshold).
     scam_labels = {UMBRELLA} if UMBRELLA in view.labels else SCAM_BUCKET
     guess = [three_class(predicted[i] & (scam_labels | {"topic_crypto"})) for i in index]
+    any_label = np.array([three_class(predicted[i]) == "scam" for i in index], float)
     scam_truth = np.array([t == "scam" for t in truth], float)
     scam_guess = np.array([g == "scam" for g in guess], float)
     truth_sets = [rows[i].labels | ({UMBRELLA} if truth[k] == "scam" else set()) for k, i in enumerate(index)]
@@ -123,6 +126,7 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
         ),
         "three_class_accuracy": float(np.mean([t == g for t, g in zip(truth, guess, strict=True)])),
         "scam_bucket": binary_metrics(scam_guess, scam_truth, 0.5),
+        "scam_bucket_any_label": binary_metrics(any_label, scam_truth, 0.5),
         "exact_match": float(np.mean(exact)),
     }
 
@@ -292,6 +296,10 @@ def markdown(results: Mapping[str, Any]) -> str:
             + ", ".join(f"{k} {v:.3f}" for k, v in janitr["three_class_per_class_f1"].items()),
             f"- scam bucket: P {scam['precision']:.3f} R {scam['recall']:.3f} "
             f"F1 {scam['f1']:.3f} FPR {scam['fpr']:.4f}",
+            "- scam bucket, any scam-bucket label firing (as the worker acts): "
+            + ", ".join(
+                f"{k} {janitr['scam_bucket_any_label'][k]:.3f}" for k in ("precision", "recall", "f1", "fpr")
+            ),
             "",
         ]
     if results.get("tweeteval"):

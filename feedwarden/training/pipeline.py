@@ -124,7 +124,9 @@ def finish(
     }
     t = stage.mark("onnx_scoring", t)
     parity = int8_parity(logits, corpus, view, config)
-    variant = "int8" if parity["passed"] else "fp32"
+    variant = config.variant if config.variant != "auto" else ("int8" if parity["passed"] else "fp32")
+    if variant == "int8" and not parity["passed"]:
+        log.warning("int8 forced although its parity gate fails: %s", parity)
     calibration, policy, threshold_info = fit_policy(logits[variant]["calib"], corpus.calib, view, config)
     valid_probs = apply_calibration(logits[variant]["valid"], view, calibration)
     results = evaluate(corpus.valid, valid_probs, view, policy)

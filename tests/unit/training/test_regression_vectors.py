@@ -35,7 +35,14 @@ def thresholds() -> dict[str, float]:
     return {label: rule.lowest_threshold for label, rule in policy.rules.items()}
 
 
-@pytest.mark.parametrize("vector", VECTORS, ids=[v["id"] for v in VECTORS])
+def _case(vector: dict) -> object:
+    """Known failures of the released bundle stay visible as xfail, with their reason."""
+    reason = vector.get("known_failure")
+    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+    return pytest.param(vector, id=vector["id"], marks=marks)
+
+
+@pytest.mark.parametrize("vector", [_case(v) for v in VECTORS])
 def test_vector(vector: dict, scored: dict[str, dict[str, float]], thresholds: dict[str, float]) -> None:
     scores = scored[vector["id"]]
     fired = {label for label, t in thresholds.items() if scores.get(label, 0.0) >= t}
