@@ -56,30 +56,69 @@ def fuse_attention(source: Path, dest: Path, num_heads: int, hidden_size: int) -
     return dest
 
 
-def quantize_int8(
-    source: Path, dest: Path, op_types: Sequence[str] | None = None, exclude_nodes: Sequence[str] = ()
-) -> Path:
-    """Dynamic int8 with per-channel weights (much closer to fp32 than per-tensor).
+def quantize_int8(source: Path, dest: Path, calibration_ids: Sequence[Sequence[int]]) -> Path:
+    """Hybrid int8, per-channel weights throughout.
 
-    `op_types` limits which operator types are quantized (default: all ORT supports);
-    `exclude_nodes` keeps named nodes in fp32."""
+    MatMuls get static QDQ quantization (symmetric int8 activations, min/max over
+    `calibration_ids`); the fused EmbedLayerNormalization and Attention get dynamic
+    quantization. Fully dynamic int8 moved valid probabilities by up to 0.23 and flipped
+    promo decisions; this keeps max |Δp| near 0.1 at the same size, and fixed
+    activation scales make most of the graph independent of batch composition."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+        prepared, static = Path(tmp) / "prepared.onnx", Path(tmp) / "static.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(
+        quantize_static(
             str(prepared),
+            str(static),
+            _BatchReader(calibration_ids),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options=options | {"ActivationSymmetric": True},
+        )
+        quantize_dynamic(
+            str(static),
             str(dest),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=list(op_types) if op_types else None,
-            nodes_to_exclude=list(exclude_nodes),
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            op_types_to_quantize=["EmbedLayerNormalization", "Attention"],
+            extra_options=options,
         )
     return dest
+
+
+class _BatchReader:
+    """Feeds token-id rows to the static quantizer's calibration in padded batches."""
+
+    def __init__(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> None:
+        self._batches = iter([_padded(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _padded(rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    width = max(1, max(len(r) for r in rows))
+    input_ids = np.zeros((len(rows), width), np.int64)
+    attention = np.zeros_like(input_ids)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = row
+        attention[i, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention}
 
 
 def run_logits(model_path: Path, ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
@@ -93,13 +132,8 @@ def run_logits(model_path: Path, ids: list[list[int]], batch_size: int = 64) -> 
     chunks: dict[int, np.ndarray] = {}
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        width = max(1, max(len(ids[i]) for i in rows))
-        input_ids = np.zeros((len(rows), width), np.int64)
-        attention = np.zeros_like(input_ids)
-        for r, i in enumerate(rows):
-            input_ids[r, : len(ids[i])] = ids[i]
-            attention[r, : len(ids[i])] = 1
-        safety, topic = session.run(list(OUTPUTS), {"input_ids": input_ids, "attention_mask": attention})
+        feed = _padded([ids[i] for i in rows])
+        safety, topic = session.run(list(OUTPUTS), feed)
         for r, i in enumerate(rows):
             chunks[i] = np.concatenate([safety[r], topic[r]])
     return np.stack([chunks[i] for i in range(len(ids))]).astype(np.float32)

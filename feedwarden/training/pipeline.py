@@ -85,7 +85,7 @@ def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
         log.info("weight-averaged model: %s", histories["averaged"])
     t = stage.mark("train", t)
     (out / LABELS_FILE).write_text(json.dumps(view.heads) + "\n")
-    graphs = _export(model, out / "onnx")
+    graphs = _export(model, out / "onnx", _quantization_sample(sets["calib"].ids, config.seed))
     stage.mark("export", t)
     extra = {"dropped_labels_below_support": dropped, "history": histories}
     return finish(config, corpus, view, sets, graphs, out, stage, extra)
@@ -182,14 +182,20 @@ def _average(models: list[Any]) -> Any:
     return base
 
 
-def _export(model: Any, dest: Path) -> dict[str, Path]:
+def _export(model: Any, dest: Path, calibration_ids: list[list[int]]) -> dict[str, Path]:
     from feedwarden.models.export import export_onnx, fuse_attention, quantize_int8
 
     config = model.encoder.config
     raw = export_onnx(model, dest / "raw.onnx")
     fp32 = fuse_attention(raw, dest / "fp32.onnx", int(config.num_attention_heads), int(config.hidden_size))
     raw.unlink()
-    return {"fp32": fp32, "int8": quantize_int8(fp32, dest / "int8.onnx")}
+    return {"fp32": fp32, "int8": quantize_int8(fp32, dest / "int8.onnx", calibration_ids)}
+
+
+def _quantization_sample(ids: list[list[int]], seed: int, size: int = 320) -> list[list[int]]:
+    """A seeded sample of calib posts for the static quantizer's activation ranges."""
+    chosen = np.random.default_rng(seed).choice(len(ids), min(size, len(ids)), replace=False)
+    return [ids[i] for i in sorted(chosen)]
 
 
 def _onnx_logits(path: Path, ids: list[list[int]]) -> np.ndarray:
