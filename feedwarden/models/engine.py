@@ -97,7 +97,7 @@ class Engine:
         options.inter_op_num_threads = 1
         # No spin-waiting between ops: the event loop, the Kafka client and the
         # tokenizer share these cores, and spinning idle ORT threads starve them
-        # (about 2x slower inference on a loaded 2-core machine; see docs/performance.md).
+        # (about 2x slower inference on a loaded 2-core machine; see README.md, "Performance").
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         chosen = choose_providers(providers)

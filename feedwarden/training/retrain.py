@@ -10,7 +10,9 @@ registry (same graph and tokenizer, new calibration, policy and drift
 references), promotes it and announces it on `model.updates`
 (`models.updates`). With `--shadow` the version is written and announced as
 a shadow candidate instead, not promoted. If the gates fail nothing is
-written or published; the reasons are printed and the exit code is 3.
+written or published; the reasons are printed and the exit code is 3 (a
+non-critical label that already failed under the serving bundle is carried
+over, not blocking: see `blocking_failures`).
 `--retrain` first fine-tunes a new graph with the training pipeline, then
 recalibrates that one the same way.
 
@@ -129,8 +131,10 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
         timings["recalibrate"] = round(scored, 1)
         details = _details(base, candidate, before, pools, feedback_summary, timings)
         details["corpus_config"] = "the retraining run's" if options.retrain else config_source
-        if candidate.failures:
-            reason = _failure_reason(candidate.failures, options.retrain)
+        blocking = blocking_failures(candidate.failures, before["gates"], _tiers(base))
+        details["carried_failures"] = sorted(set(candidate.failures) - set(blocking))
+        if blocking:
+            reason = _failure_reason(blocking, options.retrain)
             return Outcome("gates_failed", serving.version, reason, details=details)
         reason = _reason(options)
         adopt(registry, serving)
@@ -318,6 +322,31 @@ def _details(
             "timings": timings,
         }
     )
+
+
+def blocking_failures(
+    failures: Mapping[str, list[str]], before: Mapping[str, Mapping[str, Any]], tiers: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """The gate failures that refuse a candidate.
+
+    A critical label's failure always does. A failure of another tier that the
+    serving bundle already has on the same gate set is carried over (reported,
+    not blocking): recalibration is monotonic per label, so it cannot repair a
+    ranking metric such as PR-AUC, and refusing it would hold every other
+    label's recalibration hostage. A failure the serving bundle did not have
+    always refuses the candidate.
+    """
+    return {
+        label: why
+        for label, why in failures.items()
+        if tiers.get(label) == "critical" or before.get(label, {}).get("status") != "fail"
+    }
+
+
+def _tiers(bundle: Bundle) -> dict[str, str]:
+    from feedwarden.policy import Policy
+
+    return {label: rule.tier for label, rule in Policy.from_file(bundle.policy_path).rules.items()}
 
 
 def _why(gate: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
 COMPOSE = DEPLOY / "compose.yaml"
 K8S = DEPLOY / "k8s"
-OPERATIONS = ROOT / "docs" / "operations.md"
+README = ROOT / "README.md"
 
 # Labels that come from the scrape target (or Kubernetes service discovery), not the worker.
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service"})

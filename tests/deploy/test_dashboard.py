@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.deploy.support import dashboard, dashboard_panels
 
-# Panel titles on-call relies on (the runbooks in docs/operations.md refer to them).
+# Panel titles on-call relies on (the runbooks in README.md refer to them).
 REQUIRED_TITLES = {
     "Posts consumed vs decisions emitted", "Posts consumed per worker", "End-to-end latency percentiles",
     "Batch stage p99", "Decisions by action", "Action share", "Label hits by label and action",

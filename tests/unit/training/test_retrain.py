@@ -338,3 +338,11 @@ def test_requests_are_deduplicated_and_stale_ones_skipped(tmp_path: Path, tiny_b
     assert runs == [request]
     reopened = retrain.Ledger.open(tmp_path / "ledger.jsonl")
     assert handle(json.dumps(request).encode(), options, reopened, job) == "duplicate"
+
+
+def test_only_critical_or_new_gate_failures_block() -> None:
+    failures = {"scam": ["pr_auc"], "promo": ["pr_auc"], "spam": ["fpr"]}
+    before = {"scam": {"status": "fail"}, "promo": {"status": "fail"}, "spam": {"status": "pass"}}
+    tiers = {"scam": "critical", "promo": "standard", "spam": "standard"}
+    assert retrain.blocking_failures(failures, before, tiers) == {"scam": ["pr_auc"], "spam": ["fpr"]}
+    assert retrain.blocking_failures({}, before, tiers) == {}
