@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from feedwarden.training.data import data_root
@@ -29,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     train.add_argument("--max-steps", type=int, default=None)
     train.add_argument(
         "--time-budget-min", type=float, default=None, help="training wall-clock budget per seed"
+    )
+    train.add_argument(
+        "--obfuscated-share",
+        type=float,
+        default=None,
+        help="share of abuse rows added in obfuscated spelling",
     )
     train.add_argument(
         "--release", action="store_true", help="release the bundle as the default if its gates pass"
@@ -64,6 +71,9 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from feedwarden.training.config import PipelineConfig
 
     base = PipelineConfig.tiny() if args.tiny else PipelineConfig()
+    share = getattr(args, "obfuscated_share", None)
+    if share is not None:
+        base = base.with_overrides(mix=replace(base.mix, obfuscated_share=share))
     seeds = tuple(args.seeds) if args.seeds else None
     return base.with_overrides(
         epochs=args.epochs,

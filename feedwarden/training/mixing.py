@@ -12,11 +12,13 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from feedwarden.training.data import Example
 
 HARD_NEGATIVE_TOPICS = frozenset({"topic_crypto", "topic_finance"})
+OBFUSCATION_SOURCES = frozenset({"tweeteval_hate", "tweeteval_offensive", "davidson"})
+LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "$", "t": "7"})
 HARD_NEGATIVE_SOURCES = frozenset({"tweeteval_hate", "tweeteval_offensive", "davidson"})
 
 
@@ -26,6 +28,9 @@ class MixConfig:
     cap: int = 2500
     clean_rows: int = 4000
     hard_negative_share: float = 0.5
+    # Share of abuse-source rows (positive and negative alike, so obfuscation itself
+    # is no signal) added again in an obfuscated spelling: leet, spaced, starred.
+    obfuscated_share: float = 0.0
 
 
 def is_hard_negative(row: Example) -> bool:
@@ -65,6 +70,7 @@ def mix(
     for row, factor in zip(positive_rows, factors, strict=True):
         mixed.extend([row] * _stochastic_copies(factor, rng))
     mixed.extend(clean_bucket(clean, config.clean_rows, config.hard_negative_share, rng))
+    mixed.extend(obfuscated_copies(mixed, config.obfuscated_share, rng))
     rng.shuffle(mixed)
     return mixed
 
@@ -104,3 +110,30 @@ def base_rate_set(
     chosen = positive + clean + rng.sample(list(presumed_clean), extra)
     rng.shuffle(chosen)
     return chosen
+
+
+def obfuscate(text: str, rng: random.Random) -> str:
+    """One obfuscated spelling of `text`: leetspeak, letter spacing or starred vowels,
+    applied to about half of its longer words."""
+    style = rng.choice(("leet", "spaced", "starred"))
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        if len(word) < 4 or not word.isalpha() or rng.random() < 0.5:
+            continue
+        if style == "leet":
+            words[i] = word.lower().translate(LEET)
+        elif style == "spaced":
+            words[i] = " ".join(word)
+        else:
+            vowels = [j for j, ch in enumerate(word) if ch.lower() in "aeiou"]
+            if vowels:
+                j = rng.choice(vowels)
+                words[i] = word[:j] + "*" + word[j + 1 :]
+    return " ".join(words)
+
+
+def obfuscated_copies(rows: Sequence[Example], share: float, rng: random.Random) -> list[Example]:
+    """Obfuscated copies of `share` of the rows from abuse sources."""
+    eligible = [row for row in rows if row.source in OBFUSCATION_SOURCES]
+    chosen = rng.sample(eligible, round(len(eligible) * share)) if share > 0 else []
+    return [replace(row, id=f"{row.id}:obfuscated", text=obfuscate(row.text, rng)) for row in chosen]

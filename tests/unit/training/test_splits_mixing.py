@@ -56,7 +56,7 @@ def test_repeat_factors_apply_floor_and_cap() -> None:
 def test_mix_is_seeded_and_clean_bucket_has_hard_negatives() -> None:
     rows = _rows()
     hard = [Example(f"h{i}", "t", frozenset(), "tweeteval_hate", "train") for i in range(100)]
-    config = MixConfig(floor=50, cap=150, clean_rows=80, hard_negative_share=0.25)
+    config = MixConfig(floor=50, cap=150, clean_rows=80, hard_negative_share=0.25, obfuscated_share=0.0)
     first = mix(rows + hard, lambda r: set(r.labels), config, seed=1)
     assert [r.id for r in first] == [r.id for r in mix(rows + hard, lambda r: set(r.labels), config, seed=1)]
     clean = [r for r in first if not r.labels]
@@ -74,3 +74,28 @@ def test_base_rate_set_reaches_the_clean_share() -> None:
     chosen = base_rate_set(labelled, pool, lambda r: "scam" in r.labels, clean_share=0.95, seed=0)
     positives = sum("scam" in r.labels for r in chosen)
     assert positives == 10 and len(chosen) == 200
+
+
+def test_obfuscated_copies_come_from_abuse_sources_only_and_keep_labels() -> None:
+    from feedwarden.training.mixing import obfuscate, obfuscated_copies
+
+    rows = [
+        Example(f"h{i}", "these people are terrible humans", frozenset({"hate"}), "tweeteval_hate", "train")
+        for i in range(20)
+    ]
+    rows += [
+        Example(f"j{i}", "claim your airdrop today", frozenset({"scam"}), "janitr", "train")
+        for i in range(20)
+    ]
+    copies = obfuscated_copies(rows, 0.5, random.Random(0))
+    assert len(copies) == 10
+    assert all(
+        c.source == "tweeteval_hate" and c.labels == {"hate"} and c.id.endswith(":obfuscated") for c in copies
+    )
+    assert obfuscate("nothing", random.Random(0)) in {
+        "nothing",
+        "n0thing",
+        "n o t h i n g",
+        "n*thing",
+        "noth*ng",
+    }
