@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedwarden.stream.broker import EmbeddedBroker, free_port, start_broker
-from feedwarden.stream.runner import local_worker_env, worker_process
+from feedwarden.stream.runner import local_worker_env, produce_posts, worker_process
 from feedwarden.stream.samples import numbered_posts
 from feedwarden.stream.settings import Settings
 from feedwarden.stream.worker import ensure_topics
@@ -214,7 +214,7 @@ def _broker_phases(
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
     backlog = [_with_id(p, f"b{n}") for n, p in enumerate(payloads)]
-    asyncio.run(_produce(settings, backlog))
+    asyncio.run(produce_posts(settings, list(backlog)))
     say(f"backlog of {len(backlog)} posts produced; starting the worker")
     url = f"http://127.0.0.1:{settings.web_port}"
     with worker_process(env) as worker, _RssSampler(worker.pid) as rss:
@@ -258,17 +258,6 @@ def _with_id(payload: bytes, suffix: str) -> bytes:
     post = orjson.loads(payload)
     post["id"] = f"{post['id']}-{suffix}"
     return orjson.dumps(post)
-
-
-async def _produce(settings: Settings, payloads: Sequence[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for payload in payloads:
-            await producer.send(settings.topics.posts, payload)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def _decisions_consumer(settings: Settings) -> AIOKafkaConsumer:
