@@ -27,7 +27,7 @@ from feedwarden.stream.samples import malformed_payloads, numbered_posts
 from feedwarden.stream.settings import Topics
 from tests.faults.conftest import WorkerFactory
 from tests.faults.support import assert_idempotent, duplicates, fresh_topics, metric, outputs, until
-from tests.integration.helpers import Collector, Worker, produce, worker_env
+from tests.integration.helpers import Collector, Worker, interleave, produce, worker_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -68,17 +68,6 @@ class Feed:
             for (key, _), (partition, _) in zip(chunk, landed, strict=True):
                 if key is not None:
                     self.partition_of[key.decode()] = partition
-
-
-def interleave(posts: list[bytes], bad: list[tuple[str, bytes]]) -> list[tuple[bytes | None, bytes]]:
-    """Posts keyed by id, an unkeyed malformed payload after every len(posts)/len(bad) posts."""
-    every = len(posts) // len(bad)
-    stream: list[tuple[bytes | None, bytes]] = []
-    for index, post in enumerate(posts):
-        stream.append((orjson.loads(post)["id"].encode(), post))
-        if index % every == every - 1 and index // every < len(bad):
-            stream.append((None, bad[index // every][1]))
-    return stream
 
 
 async def _crash_twice(bootstrap: str, bundle: Bundle, spawn: WorkerFactory) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from feedwarden.stream.broker import free_port
@@ -151,3 +152,14 @@ class Collector:
                 counts = {t: len(v) for t, v in self.records.items()}
                 raise AssertionError(f"timed out waiting for {what}; have {counts}")
             await asyncio.sleep(0.2)
+
+
+def interleave(posts: list[bytes], bad: list[tuple[str, bytes]]) -> list[tuple[bytes | None, bytes]]:
+    """Posts keyed by id, an unkeyed malformed payload after every len(posts)/len(bad) posts."""
+    every = len(posts) // len(bad)
+    stream: list[tuple[bytes | None, bytes]] = []
+    for index, post in enumerate(posts):
+        stream.append((orjson.loads(post)["id"].encode(), post))
+        if index % every == every - 1 and index // every < len(bad):
+            stream.append((None, bad[index // every][1]))
+    return stream

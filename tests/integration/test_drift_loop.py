@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from feedwarden.models.bundle import default_bundle_path, load_bundle
+from feedwarden.models.bundle import load_bundle
 from feedwarden.models.updates import decode
 from feedwarden.stream.broker import create_topics
 from feedwarden.stream.settings import Topics
@@ -47,24 +46,6 @@ POSTS_PER_SECOND = 30
 STATIONARY_WINDOWS = 4
 SCAM_SHARE = 0.3
 SCAM_BUCKET = {"scam", "phishing", "recovery_scam"}  # the bundle's scam-bucket labels
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    from feedwarden.training.data import data_root
-
-    root = data_root()
-    if not (root / "janitr" / "calib.jsonl").is_file():
-        pytest.skip(f"no labelled data at {root} (set FEEDWARDEN_DATA)")
-    return root
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Path:
-    path = Path(os.environ.get("FEEDWARDEN_TEST_BUNDLE", default_bundle_path()))
-    if not (path / "manifest.json").is_file():
-        pytest.skip(f"no released bundle at {path} yet (set FEEDWARDEN_TEST_BUNDLE)")
-    return path
 
 
 def _reference_texts(data: Path, bundle: Path) -> list[str]:

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from feedwarden.stream.runner import stop_process
 from tests.deploy.support import RULES, alerts, rules
 
 pytestmark = pytest.mark.integration
@@ -77,16 +77,6 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 def _tail(path: Path, chars: int = 3000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
 
 
 @dataclass
@@ -151,7 +141,7 @@ def worker(
         _wait_for("the worker to be ready", ready, 120, lambda: _tail(log))
         yield handle
     finally:
-        _stop(process)
+        stop_process(process, 30.0)
 
 
 async def _produce(bootstrap: str, topic: str) -> None:
@@ -236,7 +226,7 @@ def prometheus(busy_worker: Worker, tmp_path_factory: pytest.TempPathFactory) ->
         _wait_for("Prometheus to be ready", ready, 60, lambda: _tail(log))
         yield handle
     finally:
-        _stop(process)
+        stop_process(process, 30.0)
 
 
 def _value(sample: dict[str, Any]) -> float:
@@ -315,7 +305,7 @@ def test_promtool_accepts_the_exposition(busy_worker: Worker) -> None:
 def test_a_stopped_worker_is_seen_down(prometheus: Prometheus, busy_worker: Worker) -> None:
     """Last in this module: stops the worker. `up` drops to 0 and FeedwardenWorkerDown goes
     pending (it fires after its `for: 2m`)."""
-    _stop(busy_worker.process)
+    stop_process(busy_worker.process, 30.0)
     _wait_for("up == 0", lambda: prometheus.query('up{job="feedwarden"} == 0') or None, 30,
               lambda: json.dumps(prometheus.api("targets"), indent=1)[:3000])
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,12 +19,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from feedwarden.models.bundle import default_bundle_path, load_bundle
+from feedwarden.models.bundle import load_bundle
 from feedwarden.models.registry import Registry
 from feedwarden.models.updates import decode
 from feedwarden.policy import Policy
 from feedwarden.stream.broker import create_topics
-from feedwarden.training.data import data_root
 from feedwarden.training.feedback import Verdict
 from tests.integration.helpers import produce
 
@@ -56,22 +54,6 @@ VERDICTS = [
         "2026-11-22T01:02:00Z",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    root = data_root()
-    if not (root / "janitr" / "calib.jsonl").is_file():
-        pytest.skip(f"no labelled data at {root} (set FEEDWARDEN_DATA)")
-    return root
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Path:
-    path = Path(os.environ.get("FEEDWARDEN_TEST_BUNDLE", default_bundle_path()))
-    if not (path / "manifest.json").is_file():
-        pytest.skip(f"no released bundle at {path} yet (set FEEDWARDEN_TEST_BUNDLE)")
-    return path
 
 
 def _cli(*args: str, timeout: float = 150.0) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from feedwarden.policy.rules import SEVERITY
 from feedwarden.stream.broker import create_topics
 from feedwarden.stream.samples import malformed_payloads, numbered_posts
 from feedwarden.stream.settings import Topics
-from tests.integration.helpers import Collector, Worker, produce, worker_env
+from tests.integration.helpers import Collector, Worker, interleave, produce, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ async def _crash_and_takeover(bootstrap: str, topics: Topics, bundle: Bundle, tm
     posts = [orjson.dumps(p) for p in numbered_posts(VALID, prefix="it-")]
     ids = {orjson.loads(p)["id"] for p in posts}
     bad = malformed_payloads(MALFORMED)
-    stream = _interleave(posts, bad)
+    stream = interleave(posts, bad)
     env = worker_env(bootstrap, topics, bundle.path, f"it-{uuid.uuid4().hex[:6]}", PARTITIONS)
     first, second = Worker(dict(env), tmp_path / "first.log"), Worker(dict(env), tmp_path / "second.log")
     outputs = (topics.decisions, topics.hide, topics.warn, topics.badge, topics.dlq)
@@ -156,17 +156,6 @@ async def _crash_and_takeover(bootstrap: str, topics: Topics, bundle: Bundle, tm
         f"duplicates: {duplicates} ({len(redecided)} decided differently the second time); "
         f"actions: {dict(Counter(final.values()))}"
     )
-
-
-def _interleave(posts: list[bytes], bad: list[tuple[str, bytes]]) -> list[tuple[bytes | None, bytes]]:
-    """Posts keyed by id, with a malformed payload (unkeyed) after every len(posts)/len(bad) posts."""
-    every = len(posts) // len(bad)
-    stream: list[tuple[bytes | None, bytes]] = []
-    for index, post in enumerate(posts):
-        stream.append((orjson.loads(post)["id"].encode(), post))
-        if index % every == every - 1 and index // every < len(bad):
-            stream.append((None, bad[index // every][1]))
-    return stream
 
 
 def _bad_indexes(
