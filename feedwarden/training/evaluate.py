@@ -114,6 +114,11 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
     scam_guess = np.array([g == "scam" for g in guess], float)
     truth_sets = [rows[i].labels | ({UMBRELLA} if truth[k] == "scam" else set()) for k, i in enumerate(index)]
     exact = [truth_sets[k] & released == predicted[i] & released for k, i in enumerate(index)]
+    # The anchor's label set: is it in the scam bucket, is it about crypto (both may hold).
+    coarse = [
+        (truth[k] == "scam", "topic_crypto" in rows[i].labels) == (guess[k] == "scam", "topic_crypto" in predicted[i])
+        for k, i in enumerate(index)
+    ]
     return {
         "rows": len(index),
         "three_class_macro_f1": float(f1_score(truth, guess, labels=list(THREE_CLASSES), average="macro")),
@@ -128,6 +133,7 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
         "scam_bucket": binary_metrics(scam_guess, scam_truth, 0.5),
         "scam_bucket_any_label": binary_metrics(any_label, scam_truth, 0.5),
         "exact_match": float(np.mean(exact)),
+        "exact_match_scam_crypto": float(np.mean(coarse)),
     }
 
 
@@ -291,7 +297,8 @@ def markdown(results: Mapping[str, Any]) -> str:
             "",
             f"- macro-F1 {janitr['three_class_macro_f1']:.3f}, "
             f"accuracy {janitr['three_class_accuracy']:.3f}, "
-            f"exact match {janitr['exact_match']:.3f} ({janitr['rows']} rows)",
+            f"exact match over {{scam bucket, topic_crypto}} {janitr['exact_match_scam_crypto']:.3f}, "
+            f"over every released label {janitr['exact_match']:.3f} ({janitr['rows']} rows)",
             "- per class F1: "
             + ", ".join(f"{k} {v:.3f}" for k, v in janitr["three_class_per_class_f1"].items()),
             f"- scam bucket: P {scam['precision']:.3f} R {scam['recall']:.3f} "
