@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedwarden.drift.alerts import DEFAULT_MIN_POSTS, DriftAlert, rfc3339
+from feedwarden.drift.alerts import DEFAULT_MIN_POSTS, DriftAlert
 from feedwarden.drift.stats import DriftError, WindowStats
 from feedwarden.models.bundle import Reference
+from feedwarden.times import format_epoch
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,9 @@ class RetrainRequest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "labels": list(self.labels),
-            "windows": [{"start": rfc3339(s), "end": rfc3339(e)} for s, e in self.windows],
+            "windows": [{"start": format_epoch(s), "end": format_epoch(e)} for s, e in self.windows],
             "evidence": [alert.to_dict() for alert in self.evidence],
-            "requested_at": rfc3339(self.requested_at),
+            "requested_at": format_epoch(self.requested_at),
             "model_version": self.model_version,
         }
 

@@ -32,9 +32,9 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from feedwarden import times
 from feedwarden.models.registry import Promotion, RegistryError, check_version
 
 UPDATES_TOPIC = "model.updates"
@@ -86,7 +86,7 @@ class ModelUpdate:
     def shadow(
         cls, version: str, manifest_sha256: str, reason: str, request: Mapping[str, Any] | None = None
     ) -> ModelUpdate:
-        return cls(version, manifest_sha256, "shadow", reason, now_rfc3339(), request)
+        return cls(version, manifest_sha256, "shadow", reason, times.format_epoch(), request)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,16 +112,8 @@ def decode(raw: bytes | str) -> ModelUpdate:
     return ModelUpdate(**{name: data[name] for name in known}, request=data.get("request"))
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def _check_time(value: object) -> None:
-    if not isinstance(value, str):
-        raise UpdateError("at must be an RFC 3339 string")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        times.parse(value)
     except ValueError as exc:
-        raise UpdateError(f"at {value!r} is not RFC 3339") from exc
-    if parsed.tzinfo is None:
-        raise UpdateError(f"at {value!r} has no UTC offset")
+        raise UpdateError(f"at: {exc}") from exc

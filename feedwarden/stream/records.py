@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from feedwarden import times
 from feedwarden.policy import Decision
 
 MAX_TEXT_CHARS = 50_000
@@ -112,14 +112,10 @@ def _kind(value: Any) -> str:
 
 def _is_rfc3339(value: str) -> bool:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        times.parse(value)
     except ValueError:
         return False
-    return "T" in value.upper() and parsed.tzinfo is not None
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return True
 
 
 def encode_decision(
@@ -168,6 +164,6 @@ def encode_dead_letter(
             "topic": topic,
             "partition": partition,
             "offset": offset,
-            "at": now_rfc3339(),
+            "at": times.format_epoch(),
         }
     )

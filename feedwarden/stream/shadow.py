@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedwarden.drift.alerts import rfc3339
 from feedwarden.policy import Decision
 from feedwarden.stream.topology import BatchReport, Incoming, Moderator
+from feedwarden.times import format_epoch
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Comparison:
         return {
             "shadow_version": self.shadow_version,
             "serving_version": self.serving_version,
-            "since": rfc3339(self.since),
+            "since": format_epoch(self.since),
             "posts": self.posts,
             "action_agreement": self.agreement(),
             "labels": {

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding
 
+from feedwarden import times
 from feedwarden.models.bundle import load_bundle
 from feedwarden.models.engine import Engine
 from feedwarden.policy import Decision, Policy
@@ -27,7 +28,6 @@ from feedwarden.stream.records import (
     decode_post,
     encode_dead_letter,
     encode_decision,
-    now_rfc3339,
 )
 from feedwarden.stream.settings import Topics
 
@@ -173,7 +173,7 @@ class Moderator:
         latency_ms = 0.0 if message.timestamp is None else max(0.0, (self.clock() - message.timestamp) * 1000)
         value = encode_decision(
             post.id, decision, model=self.scorer.model, policy_version=self.scorer.policy.version,
-            decided_at=now_rfc3339(), latency_ms=latency_ms,
+            decided_at=times.format_epoch(), latency_ms=latency_ms,
         )
         key = post.id.encode("utf-8")
         report.outgoing.append(Outgoing(self.topics.decisions, key, value))

@@ -116,7 +116,8 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
     exact = [truth_sets[k] & released == predicted[i] & released for k, i in enumerate(index)]
     # The anchor's label set: is it in the scam bucket, is it about crypto (both may hold).
     coarse = [
-        (truth[k] == "scam", "topic_crypto" in rows[i].labels) == (guess[k] == "scam", "topic_crypto" in predicted[i])
+        (truth[k] == "scam", "topic_crypto" in rows[i].labels)
+        == (guess[k] == "scam", "topic_crypto" in predicted[i])
         for k, i in enumerate(index)
     ]
     return {

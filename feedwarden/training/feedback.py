@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from feedwarden import times
 from feedwarden.training.data import Example
 from feedwarden.training.views import SCAM_BUCKET, UMBRELLA, SourceView, TaskView
 
@@ -96,15 +97,10 @@ def decode(raw: bytes | str) -> Verdict:
 
 
 def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise FeedbackError("at must be an RFC 3339 string")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return times.parse(value)
     except ValueError as exc:
-        raise FeedbackError(f"at {value!r} is not RFC 3339") from exc
-    if parsed.tzinfo is None:
-        raise FeedbackError(f"at {value!r} has no UTC offset")
-    return parsed
+        raise FeedbackError(f"at: {exc}") from exc
 
 
 def latest(verdicts: Iterable[Verdict]) -> list[Verdict]:
