@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -26,6 +27,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -243,10 +245,33 @@ def create_app(
     return app
 
 
-def _scratch_dir() -> str:
-    path = tempfile.mkdtemp(prefix="feedwarden-faust-")
+SCRATCH_PREFIX = "feedwarden-faust-"
+
+
+def _scratch_dir(parent: str | None = None) -> str:
+    """Faust's data dir (empty: the drift table lives in memory), named after our pid.
+
+    atexit removes it on a clean exit; a worker that was SIGKILLed or forced
+    out by the stop deadline cannot, so each start also sweeps the dirs of
+    workers that no longer run."""
+    parent = parent or tempfile.gettempdir()
+    for stale in Path(parent).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = stale.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _credentials(settings: Settings) -> CredentialsT | None:

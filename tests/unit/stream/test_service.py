@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +18,7 @@ from prometheus_client import generate_latest
 
 from feedwarden.models.bundle import Bundle
 from feedwarden.stream import app as app_module
-from feedwarden.stream.app import ModerationService, RecentIds, create_app
+from feedwarden.stream.app import SCRATCH_PREFIX, ModerationService, RecentIds, _scratch_dir, create_app
 from feedwarden.stream.metrics import Metrics
 from feedwarden.stream.offline import score_file
 from feedwarden.stream.settings import Settings
@@ -153,3 +156,18 @@ def test_offline_scoring_writes_one_line_per_input_line(tiny_bundle: Bundle) -> 
     assert set(first) == {"id", "action", "scores", "labels", "model", "policy_version"}
     assert first["action"] == "hide" and list(first["scores"]) == list(tiny_bundle.manifest.labels)
     assert [hit["label"] for hit in first["labels"]] == ["scam"]
+
+
+def test_scratch_dirs_of_workers_that_no_longer_run_are_swept(tmp_path: Path) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stale = tmp_path / f"{SCRATCH_PREFIX}{ended.pid}-abc"
+    (stale / "v1" / "tables").mkdir(parents=True)
+    alive = tmp_path / f"{SCRATCH_PREFIX}{os.getppid()}-def"
+    alive.mkdir()
+    unrelated = tmp_path / f"{SCRATCH_PREFIX}oldstyle"
+    unrelated.mkdir()
+    ours = Path(_scratch_dir(str(tmp_path)))
+    assert not stale.exists(), "a dead worker's dir is removed"
+    assert alive.exists() and unrelated.exists(), "a running worker's dir and unattributable dirs stay"
+    assert ours.name.startswith(f"{SCRATCH_PREFIX}{os.getpid()}-")
