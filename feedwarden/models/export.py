@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +137,22 @@ def run_logits(model_path: Path, ids: list[list[int]], batch_size: int = 64) -> 
         for r, i in enumerate(rows):
             chunks[i] = np.concatenate([safety[r], topic[r]])
     return np.stack([chunks[i] for i in range(len(ids))]).astype(np.float32)
+
+
+def name_labels(source: Path, dest: Path, labels: Mapping[str, Sequence[str]]) -> Path:
+    """Copy the graph, naming each output's labels in its metadata (`feedwarden.labels.<output>`),
+    so the engine refuses a manifest that lists the same labels in another order."""
+    import onnx
+
+    from feedwarden.models.engine import LABELS_METADATA
+
+    model = onnx.load(str(source))
+    names = {f"{LABELS_METADATA}.{output}": ",".join(names) for output, names in labels.items()}
+    kept = [p for p in model.metadata_props if p.key not in names]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in names.items():
+        model.metadata_props.add(key=key, value=value)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dest))
+    return dest

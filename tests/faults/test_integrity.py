@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import onnx
 import pytest
 
 from feedwarden.models.bundle import Bundle, BundleError, Head, load_bundle, write_bundle
-from feedwarden.models.engine import LABELS_METADATA, Engine
+from feedwarden.models.engine import Engine
+from feedwarden.models.export import name_labels
 from feedwarden.stream.broker import free_port
 from tests.unit.stream.loop_support import write_version
 
@@ -64,11 +64,8 @@ def more_labels_than_outputs(bundle: Bundle, tmp: Path) -> Path:
 def permuted_labels(bundle: Bundle, tmp: Path) -> Path:
     """The graph names its safety labels; the manifest lists two of them swapped (same width)."""
     source = tmp / "permuted-src"
-    source.mkdir()
-    model = onnx.load(str(bundle.model_path))
     safety = bundle.manifest.head("safety")
-    onnx.helper.set_model_props(model, {f"{LABELS_METADATA}.{safety.output}": ",".join(safety.labels)})
-    onnx.save(model, str(source / "model.onnx"))
+    name_labels(bundle.model_path, source / "model.onnx", {safety.output: safety.labels})
     swapped = (safety.labels[1], safety.labels[0], *safety.labels[2:])
     heads = tuple(h if h.name != "safety" else Head(h.name, h.output, swapped) for h in bundle.manifest.heads)
     manifest = replace(bundle.manifest, heads=heads)
@@ -112,11 +109,8 @@ def test_a_bad_bundle_is_refused_at_start_with_one_clear_line(
 
 def test_graph_label_names_in_manifest_order_load(tiny_bundle: Bundle, tmp_path: Path) -> None:
     """The label-order check accepts a graph whose names agree (and graphs that name none)."""
-    model = onnx.load(str(tiny_bundle.model_path))
-    props = {f"{LABELS_METADATA}.{h.output}": ",".join(h.labels) for h in tiny_bundle.manifest.heads}
-    onnx.helper.set_model_props(model, props)
-    source = tmp_path / "model.onnx"
-    onnx.save(model, str(source))
+    source = name_labels(tiny_bundle.model_path, tmp_path / "model.onnx",
+                         {h.output: h.labels for h in tiny_bundle.manifest.heads})
     sources = {"model.onnx": source, "tokenizer.json": tiny_bundle.tokenizer_path,
                "policy.json": tiny_bundle.policy_path}
     named = write_bundle(tmp_path / "named", tiny_bundle.manifest, sources)
