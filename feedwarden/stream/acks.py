@@ -15,8 +15,17 @@ so Faust stops waiting for it; its partition is re-read from the committed
 offset by its next owner (or by this worker, after Faust's seek back to the
 committed offsets), so the post is decided later instead of never.
 
+Faust's `_new_offset` also commits the first run of acked offsets when it
+starts exactly one past the committed offset (it refuses only holes of two or
+more). A post lost that way would be silent, so the guard logs a warning
+naming the offset whenever Faust is about to do it. Refusing such commits
+outright was tried and reverted: in one run in ~30 the hole was a post this
+worker had decided whose offset Faust's bookkeeping had dropped, and the
+refusal (with a seek back to re-read it) stalled the partition's commits.
+
 Written against faust-streaming 0.15.3 (pinned): it wraps `Consumer.ack` and
-touches the consumer's `_unacked_messages` and `_waiting_for_ack`.
+`Consumer._new_offset`, and reads or touches the consumer's `_acked`, `_gap`,
+`_committed_offset`, `_unacked_messages` and `_waiting_for_ack`.
 """
 
 from __future__ import annotations
@@ -55,8 +64,27 @@ class AckGuard:
             self.decided.discard(message)
             return bool(original(message))
 
+        original_new_offset = consumer._new_offset
+
+        def new_offset(tp: Any) -> int | None:
+            if tp.topic == self.topic:
+                self._warn_of_hole_at_head(consumer, tp)
+            return original_new_offset(tp)
+
         consumer.ack = ack
+        consumer._new_offset = new_offset
         self._consumer = weakref.ref(consumer)
+
+    def _warn_of_hole_at_head(self, consumer: Any, tp: Any) -> None:
+        acked = consumer._acked[tp]
+        committed = consumer._committed_offset[tp]
+        if not acked or committed is None or consumer._gap[tp].at(committed):
+            return
+        if min(acked) == committed + 1:
+            log.warning(
+                "Faust commits past offset %d of %s, which was never acked as decided (%d posts withheld "
+                "so far): if it was not decided before, it is lost", committed, tp, self.withheld,
+            )
 
     def _withhold(self, consumer: Any, message: Any) -> None:
         # What Consumer.ack does for a message, minus recording its offset as acked.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -44,3 +46,31 @@ def test_only_decided_posts_are_recorded_for_commit(tiny_bundle: Bundle) -> None
         assert guard.withheld == 2
 
     asyncio.run(scenario())
+
+
+
+def test_a_commit_over_an_unacked_head_offset_is_named_in_a_warning(
+    tiny_bundle: Bundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        app = create_app(Settings(bundle=tiny_bundle.path, providers="cpu", web_port=16097))
+        app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+        consumer: Any = app.consumer
+        tp = TP("posts", 0)
+        consumer._committed_offset[tp] = 10  # the next offset to read
+        guard = AckGuard("posts")
+        guard.install(consumer)
+        head, *rest = [_message("posts", offset) for offset in (10, 11, 12)]
+        for message in (head, *rest):
+            consumer.track_message(message)
+        head.ack(consumer)  # skipped by Faust: withheld
+        for message in rest:
+            guard.mark(message)
+            message.ack(consumer)
+        # Faust tolerates a hole of exactly one offset at the head and commits over it.
+        assert consumer._new_offset(tp) == 13
+
+    with caplog.at_level(logging.WARNING, logger="feedwarden.stream.acks"):
+        asyncio.run(scenario())
+    assert "Faust commits past offset 10 of" in caplog.text
+    assert "1 posts withheld" in caplog.text
