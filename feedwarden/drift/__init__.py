@@ -25,13 +25,14 @@ from feedwarden.drift.alerts import DriftAlert, Statistic, evaluate_window
 from feedwarden.drift.multiple import benjamini_hochberg, holm
 from feedwarden.drift.prevalence import Prevalence, em_prevalence, window_prevalence
 from feedwarden.drift.significance import histogram_test, psi, rate_test
-from feedwarden.drift.stats import DriftError, WindowStats, bin_scores, reference_from_scores
+from feedwarden.drift.stats import REFERENCE_EDGES, DriftError, WindowStats, bin_scores, reference_from_scores
 from feedwarden.drift.sustained import RetrainRequest, SustainedDrift, WindowResult
 
 __all__ = [
     "DriftAlert",
     "DriftError",
     "Prevalence",
+    "REFERENCE_EDGES",
     "RetrainRequest",
     "Statistic",
     "SustainedDrift",

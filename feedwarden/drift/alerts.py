@@ -105,9 +105,8 @@ def evaluate_window(
 
     Labels without a reference (e.g. just added by a new bundle) are skipped;
     a window binned differently from its reference raises `DriftError`.
-    The EM prevalence estimate starts from each reference's `prior` (the
-    calibration set's mean calibrated probability); without one it falls back
-    to the reference histogram.
+    Each alert carries the window's EM prevalence estimate
+    (`prevalence.window_prevalence`).
     """
     if not 0.0 < alpha < 1.0:
         raise DriftError(f"alpha {alpha} must be in (0, 1)")
@@ -124,7 +123,7 @@ def evaluate_window(
     adjusted = adjust(p_values, correction)
     levels = decision_levels(p_values, alpha, correction)
     return [
-        _alert(stats, ref, test, float(adj), float(level), ref.prior)
+        _alert(stats, ref, test, float(adj), float(level))
         for (stats, ref, test), adj, level in zip(tested, adjusted, levels, strict=True)
         if adj <= alpha
     ]
@@ -135,9 +134,7 @@ def _tests(stats: WindowStats, reference: Reference) -> tuple[Evidence, Evidence
     return rate_test(stats.flagged, stats.n, reference), histogram_test(stats.hist, reference)
 
 
-def _alert(
-    stats: WindowStats, ref: Reference, test: Evidence, adjusted: float, level: float, prior: float | None
-) -> DriftAlert:
+def _alert(stats: WindowStats, ref: Reference, test: Evidence, adjusted: float, level: float) -> DriftAlert:
     statistic = Statistic(
         name=test.name,
         value=test.statistic,
@@ -155,7 +152,7 @@ def _alert(
         reference_rate=ref.rate,
         statistic=statistic,
         severity=_severity(test),
-        estimated_prevalence=window_prevalence(stats, ref, prior).value,
+        estimated_prevalence=window_prevalence(stats, ref).value,
         psi=psi(stats.hist, ref.hist),
     )
 

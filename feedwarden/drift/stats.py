@@ -21,6 +21,21 @@ from feedwarden.models.bundle import Reference
 
 FloatArray = npt.NDArray[np.float64]
 
+# The bins every new reference (training and recalibration) is measured on:
+# 0.1 wide in the middle, then steps of about one unit of log-odds towards
+# both ends. Equal 0.05 bins put 90-99.7 % of a rare label's calibrated
+# probabilities in [0, 0.05), a bin that spans two orders of magnitude of
+# posterior odds; the EM prevalence estimate (`prevalence`) sees each bin as
+# one probability and then cannot tell a clean window from a shifted one
+# (measured on the released model's scores: estimates of 1.0 for labels whose
+# true share was 0.2 %). The histogram test merges sparse bins by expected
+# count, so the extra end bins cost it nothing where they are empty.
+REFERENCE_EDGES: tuple[float, ...] = (
+    0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+    0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
+    0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 1.0,
+)
+
 
 class DriftError(ValueError):
     """Window state and reference disagree, or the inputs are not usable."""
@@ -53,12 +68,14 @@ def _check_edges(edges: Sequence[float]) -> FloatArray:
 
 
 def reference_from_scores(
-    scores: npt.ArrayLike, threshold: float, edges: Sequence[float]
+    scores: npt.ArrayLike, threshold: float, edges: Sequence[float] = REFERENCE_EDGES
 ) -> Reference:
     """The `Reference` of a calibration set, binned exactly as windows are.
 
-    For whoever builds the bundle manifest: using this keeps the reference and
-    the live windows on one binning convention.
+    The one way references are built (training pipeline and recalibration):
+    the reference and the live windows share one binning convention, `n` is
+    the calibration set's size (the drift tests treat the reference as a
+    sample of that size) and `prior` its mean calibrated probability.
     """
     values = np.asarray(scores, dtype=np.float64).ravel()
     if values.size == 0:

@@ -49,8 +49,12 @@ class Reference:
 
     `rate` is the share of posts flagged at the label's lowest acting
     threshold; `hist` the share of posts per score bin, bins given by `edges`;
-    `prior` the mean calibrated probability (the prevalence the scores imply),
-    which the drift monitor's EM prevalence estimate starts from.
+    `prior` the mean calibrated probability (the prevalence the scores imply
+    on the calibration set), kept for reports: the drift monitor's EM
+    prevalence estimate takes its prior from `hist` instead, at the window's
+    own bin representatives (see `drift.prevalence`). `n` is the number of
+    calibration posts; the drift tests treat the reference as a sample of
+    that size (0: unknown, treated as exact).
     """
 
     rate: float

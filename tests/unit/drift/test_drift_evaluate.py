@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from feedwarden.drift import DriftAlert, DriftError, WindowStats, evaluate_window
+from feedwarden.drift import DriftAlert, DriftError, WindowStats, evaluate_window, window_prevalence
 from feedwarden.drift.simulate import Cells, demo_references, false_alarm_rate
 from feedwarden.models.bundle import Reference
 
@@ -142,11 +142,11 @@ def test_small_but_significant_shift_is_a_warning():
     assert severities == {"warning"}
 
 
-def test_reference_prior_feeds_the_prevalence_estimate():
+def test_alert_carries_the_window_prevalence_estimate_whatever_the_stored_prior():
     rng = np.random.default_rng(7)
     cells = {"hate": Cells.of(REFS["hate"]).shifted("rate", 3.0)}
     stats = draw(cells, rng, 2000)
     refs = {"hate": dataclasses.replace(REFS["hate"], prior=0.02)}
     with_prior = evaluate_window(stats, refs)[0].estimated_prevalence
-    without = evaluate_window(stats, REFS)[0].estimated_prevalence
-    assert with_prior != without
+    assert with_prior == evaluate_window(stats, REFS)[0].estimated_prevalence
+    assert with_prior == window_prevalence(stats["hate"], REFS["hate"]).value
