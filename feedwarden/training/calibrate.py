@@ -1,4 +1,4 @@
-"""Calibration (Platt per label), thresholds and drift references, all fitted on calib.
+"""Calibration (Platt per label) and thresholds, all fitted on calib.
 
 Safety thresholds come with a distribution-free guarantee: with `n` calib
 negatives, a threshold that lets at most `k` of them through has true FPR above
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import binom
-
-from feedwarden.models.bundle import Reference
 
 MIN_POSITIVES_FOR_F1 = 10
 # Without enough calib positives to locate the F1 optimum: for calibrated
@@ -155,19 +153,6 @@ def topic_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
     if targets.sum() < 5:
         return FALLBACK_THRESHOLD
     return round(f1_threshold(scores, targets, *TOPIC_THRESHOLD_RANGE), 6)
-
-
-def reference_histogram(scores: np.ndarray, lowest_threshold: float, bins: int = 20) -> Reference:
-    """Share of posts per score bin over [0, 1] and the share flagged at the lowest threshold."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    counts, _ = np.histogram(np.clip(scores, 0.0, 1.0), bins=edges)
-    n = max(1, len(scores))
-    return Reference(
-        rate=float((scores >= lowest_threshold).mean()) if len(scores) else 0.0,
-        edges=tuple(round(float(e), 4) for e in edges),
-        hist=tuple(float(c) / n for c in counts),
-        n=len(scores),
-    )
 
 
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:

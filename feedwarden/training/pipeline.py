@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from feedwarden.drift.stats import REFERENCE_EDGES, reference_from_scores
 from feedwarden.models.bundle import Bundle, Head, Manifest, Reference, write_bundle
 from feedwarden.policy.rules import Policy, Rule
 from feedwarden.training import calibrate as cal
@@ -284,12 +285,27 @@ def build_references(
     calibration: dict[str, tuple[float, float]],
     policy: Policy,
 ) -> dict[str, Reference]:
-    """Per-label score histograms on the realistic base-rate part of calib."""
+    """Per-label drift references on the realistic base-rate part of calib."""
+    return references_of(apply_calibration(logits, view, calibration), rows, view, policy)
+
+
+def references_of(
+    probs: np.ndarray, rows: Sequence[Example], view: TaskView, policy: Policy
+) -> dict[str, Reference]:
+    """The drift reference of every label with a rule, from calibrated probabilities
+    (`rows` x `view.labels`): the base-rate rows (Janitr and presumed clean) only, binned
+    on `REFERENCE_EDGES` by `drift.reference_from_scores`, the binning the worker's windows
+    use. Training and recalibration both build references here. Empty if no row is a
+    base-rate row."""
     chosen = [i for i, r in enumerate(rows) if r.source in REFERENCE_SOURCES]
-    probs = apply_calibration(logits[chosen], view, calibration)
+    if not chosen:
+        return {}
     return {
-        label: cal.reference_histogram(probs[:, j], policy.rules[label].lowest_threshold)
-        for j, label in enumerate(view.labels)
+        label: reference_from_scores(
+            probs[chosen, view.labels.index(label)].astype(np.float64), rule.lowest_threshold, REFERENCE_EDGES
+        )
+        for label, rule in policy.rules.items()
+        if label in view.labels
     }
 
 
@@ -347,6 +363,9 @@ def manifest_metrics(results: dict[str, Any]) -> dict[str, Any]:
             k: v for k, v in results["int8_parity"].items() if k not in ("decision_agreement", "f1_change")
         },
         "gates": {lab: g["status"] for lab, g in results["gates"].items()},
+        # The corpus settings the bundle was trained with: recalibration rebuilds the
+        # same calib/valid splits from them (`recalibration.corpus_config`).
+        "config": results["config"],
     }
 
 

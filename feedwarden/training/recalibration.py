@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from feedwarden.drift.stats import reference_from_scores
 from feedwarden.models.bundle import Bundle, Manifest, Reference
 from feedwarden.models.engine import Engine
 from feedwarden.policy.rules import Policy
@@ -42,13 +41,12 @@ from feedwarden.training.data import Example
 from feedwarden.training.evaluate import evaluate
 from feedwarden.training.feedback import with_feedback_sources
 from feedwarden.training.mixing import MixConfig, base_rate_set
-from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration, fit_policy
+from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration, fit_policy, references_of
 from feedwarden.training.views import SCAM_BUCKET, TaskView
 
 PRESUMED = "presumed_clean"
 # Loading the corpus at this clean share picks (nearly) every presumed-clean row.
 HEADROOM_SHARE = 0.99
-DEFAULT_EDGES = tuple(round(float(e), 4) for e in np.linspace(0.0, 1.0, 21))
 _RECAL_SUFFIX = re.compile(r"(-r\d{8}T\d{6}Z)+$")
 _KEEP_METRICS = ("threshold", "precision", "recall", "f1", "fpr", "support", "pr_auc", "ece")
 
@@ -193,16 +191,13 @@ def build_references(
     serving: Mapping[str, Reference],
 ) -> dict[str, Reference]:
     """Per ruled label, the score distribution on calib's base-rate rows (no verdicts),
-    binned on the serving reference's edges so windows keep their bins."""
-    chosen = [i for i, r in enumerate(rows) if r.source in REFERENCE_SOURCES]
-    if not chosen:
-        return dict(serving)
-    out = {}
-    for label, rule in policy.rules.items():
-        edges = serving[label].edges if label in serving else DEFAULT_EDGES
-        column = probs[chosen, view.labels.index(label)]
-        out[label] = reference_from_scores(column, rule.lowest_threshold, edges)
-    return out
+    built as the training pipeline builds it (`pipeline.references_of`, on
+    `drift.REFERENCE_EDGES`); the serving references if calib has no base-rate row.
+
+    The serving bundle's edges are not kept: the worker keys its window tables by bundle
+    version, so the new version's windows are binned on the new edges from the start, and
+    the released bundle's equal 0.05 bins are too coarse for the prevalence estimate."""
+    return references_of(probs, rows, view, policy) or dict(serving)
 
 
 def judge(

@@ -10,7 +10,6 @@ from feedwarden.training.calibrate import (
     expected_calibration_error,
     f1_threshold,
     fit_platt,
-    reference_histogram,
     safety_thresholds,
     sigmoid,
     topic_threshold,
@@ -62,13 +61,6 @@ def test_topic_threshold_is_clamped_and_falls_back() -> None:
     targets = np.array([0.0] * 10 + [1.0] * 10)
     assert topic_threshold(scores, targets) == pytest.approx(0.5, abs=0.01)  # middle of the plateau
     assert 0.15 <= topic_threshold(scores * 0.02 + 0.95, targets) <= 0.85  # clamped
-
-
-def test_reference_histogram_shares_sum_to_one() -> None:
-    ref = reference_histogram(np.array([0.0, 0.1, 0.5, 0.99, 1.0]), 0.5, bins=10)
-    assert sum(ref.hist) == pytest.approx(1.0)
-    assert ref.rate == pytest.approx(0.6)
-    assert len(ref.edges) == 11
 
 
 def test_ece_is_zero_for_perfect_calibration() -> None:

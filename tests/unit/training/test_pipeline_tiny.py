@@ -27,9 +27,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
+    from feedwarden.drift.stats import REFERENCE_EDGES
     from feedwarden.models.bundle import load_bundle
     from feedwarden.models.engine import Engine
     from feedwarden.policy.rules import Policy
+    from feedwarden.training import recalibration
+    from feedwarden.training.config import PipelineConfig
 
     bundle = load_bundle(tiny_run / "bundle")
     manifest = bundle.manifest
@@ -37,6 +40,8 @@ def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
     assert set(manifest.reference) == set(manifest.labels)
     for ref in manifest.reference.values():
         assert sum(ref.hist) == pytest.approx(1.0)
+        assert ref.edges == REFERENCE_EDGES and ref.prior is not None and ref.n > 0
+    assert recalibration.corpus_config(manifest.metrics["config"]) == PipelineConfig.tiny()
     policy = Policy.from_file(bundle.policy_path)
     policy.check_labels({h.name: h.labels for h in manifest.heads})
     scores = Engine(bundle, providers="cpu").score(["free airdrop, connect wallet", "nice weather today"])
