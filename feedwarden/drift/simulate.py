@@ -12,6 +12,12 @@ act on the cells:
 - ``tilt``: unflagged mass tilted towards higher-score bins, flagged share
   unchanged (borderline content grew; only the histogram test can see it).
 
+`ScoreStream` does the same from real per-post scores instead (a model's
+calibrated probabilities on a labelled set): windows are posts resampled
+whole, and a shift replaces a share of each window's posts with posts from
+a chosen pool (e.g. the scam-bucket posts). `stream_alarms` and
+`stream_delay` run any such window source through the monitor.
+
 Run: ``python -m feedwarden.drift.simulate [--windows 20000] [--n 1000] ...``
 """
 
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +120,114 @@ class BinormalLabel:
 
 
 Progress = Callable[[str], None]
+Window = dict[str, WindowStats]
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Windows after a shift until the first alert, and until a retrain request (None: never)."""
+
+    alert: list[int | None]
+    retrain: list[int | None]
+
+
+@dataclass(frozen=True)
+class ScoreStream:
+    """Windows resampled from real scores: `scores[post, j]` is label `labels[j]`'s probability.
+
+    A window draws `n` posts with replacement, each post whole (its labels'
+    scores stay together, so labels co-occur as they did), and keeps what
+    the worker keeps: per label the count flagged at `thresholds[label]`, the
+    histogram on `edges[label]` and the per-bin score sums. Posts come from
+    the rows in `base` (all rows if None); with `share` > 0 that share of
+    them (rounded) comes from the rows in `pool` instead.
+    """
+
+    labels: tuple[str, ...]
+    scores: FloatArray
+    thresholds: Mapping[str, float]
+    edges: Mapping[str, Sequence[float]]
+    base: npt.NDArray[np.intp] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scores.ndim != 2 or self.scores.shape[1] != len(self.labels) or self.scores.shape[0] == 0:
+            raise ValueError("scores must be posts x labels, with at least one post")
+        if self.base is not None and len(self.base) == 0:
+            raise ValueError("base must name at least one row")
+
+    def rows(self, rng: np.random.Generator, n: int, share: float = 0.0,
+             pool: npt.NDArray[np.intp] | None = None) -> npt.NDArray[np.intp]:
+        """Row indices of one window's posts."""
+        shifted = int(round(share * n))
+        if shifted and (pool is None or len(pool) == 0):
+            raise ValueError("a shifted window needs a non-empty pool")
+        if self.base is None:
+            rest = rng.integers(0, self.scores.shape[0], n - shifted)
+        else:
+            rest = rng.choice(np.asarray(self.base), n - shifted)
+        return rest if not shifted else np.concatenate([rng.choice(np.asarray(pool), shifted), rest])
+
+    def window(self, rows: npt.ArrayLike, start: float, width: float = 1.0) -> Window:
+        chosen = self.scores[np.asarray(rows, dtype=np.intp)]
+        return {
+            label: WindowStats.from_scores(label, chosen[:, j], threshold=self.thresholds[label],
+                                           edges=self.edges[label], window_start=start,
+                                           window_end=start + width)
+            for j, label in enumerate(self.labels)
+        }
+
+    def windows(self, rng: np.random.Generator, n: int, count: int, *, share: float = 0.0,
+                pool: npt.NDArray[np.intp] | None = None) -> Iterable[Window]:
+        for i in range(count):
+            yield self.window(self.rows(rng, n, share, pool), float(i))
+
+
+def stream_alarms(
+    windows: Iterable[Window], references: Mapping[str, Reference], *, alpha: float = 0.01,
+    correction: Correction = "holm", min_posts: int = 200,
+) -> tuple[int, int, dict[str, int]]:
+    """(windows with any alert, windows, alerts per label) on a stream assumed stationary."""
+    alarms = total = 0
+    per_label: dict[str, int] = {}
+    for stats in windows:
+        alerts = evaluate_window(stats, references, alpha=alpha, correction=correction, min_posts=min_posts)
+        total += 1
+        alarms += bool(alerts)
+        for label in {a.label for a in alerts}:
+            per_label[label] = per_label.get(label, 0) + 1
+    return alarms, total, per_label
+
+
+def stream_delay(
+    runs: Iterable[Iterable[Window]], references: Mapping[str, Reference], labels: Sequence[str], *,
+    alpha: float = 0.01, k: int = 3, m: int = 5, min_posts: int = 200,
+) -> Delay:
+    """Per run of windows after a shift: the first window alerting for one of `labels`
+    (1 = the first shifted window) and the first retrain request naming one of them."""
+    alert: list[int | None] = []
+    retrain: list[int | None] = []
+    for run in runs:
+        first_alert, first_request = _first_detection(run, references, set(labels), alpha, k, m, min_posts)
+        alert.append(first_alert)
+        retrain.append(first_request)
+    return Delay(alert, retrain)
+
+
+def _first_detection(
+    windows: Iterable[Window], references: Mapping[str, Reference], labels: set[str],
+    alpha: float, k: int, m: int, min_posts: int,
+) -> tuple[int | None, int | None]:
+    sustained = SustainedDrift(k=k, m=m)
+    first_alert = None
+    for i, stats in enumerate(windows, start=1):
+        alerts = evaluate_window(stats, references, alpha=alpha, min_posts=min_posts)
+        if first_alert is None and any(a.label in labels for a in alerts):
+            first_alert = i
+        result = WindowResult.of(stats, references, alerts, model_version="sim", min_posts=min_posts)
+        request = sustained.observe(result)
+        if request and labels & set(request.labels):
+            return first_alert, i
+    return first_alert, None
 
 
 def _windows(
@@ -165,14 +279,6 @@ def false_alarm_rate(
     return alarms, windows
 
 
-@dataclass(frozen=True)
-class Delay:
-    """Windows after a shift until the first alert, and until a retrain request (None: never)."""
-
-    alert: list[int | None]
-    retrain: list[int | None]
-
-
 def detection_delay(
     references: Mapping[str, Reference],
     label: str,
@@ -191,22 +297,8 @@ def detection_delay(
     rng = np.random.default_rng(seed)
     cells = {lab: Cells.of(r) for lab, r in references.items()}
     cells[label] = cells[label].shifted(kind, amount)
-    alert: list[int | None] = []
-    retrain: list[int | None] = []
-    for _ in range(runs):
-        sustained = SustainedDrift(k=k, m=m)
-        first_alert = first_request = None
-        for i, stats in enumerate(_windows(cells, rng, n, horizon, 0.0, 1.0), start=1):
-            alerts = evaluate_window(stats, references, alpha=alpha)
-            if first_alert is None and any(a.label == label for a in alerts):
-                first_alert = i
-            request = sustained.observe(WindowResult.of(stats, references, alerts, model_version="sim"))
-            if request and label in request.labels:
-                first_request = i
-                break
-        alert.append(first_alert)
-        retrain.append(first_request)
-    return Delay(alert, retrain)
+    runs_of = (_windows(cells, rng, n, horizon, 0.0, 1.0) for _ in range(runs))
+    return stream_delay(runs_of, references, [label], alpha=alpha, k=k, m=m)
 
 
 def summarise(delays: Sequence[int | None]) -> str:
