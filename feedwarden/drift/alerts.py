@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from feedwarden.drift.multiple import Correction, adjust, decision_levels
@@ -21,6 +20,7 @@ from feedwarden.drift.prevalence import window_prevalence
 from feedwarden.drift.significance import Evidence, histogram_test, psi, rate_test
 from feedwarden.drift.stats import DriftError, WindowStats, check_against
 from feedwarden.models.bundle import Reference
+from feedwarden.times import format_epoch
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_POSTS = 200
@@ -72,8 +72,8 @@ class DriftAlert:
         """JSON form; window bounds as RFC 3339 UTC, like the other contracts' times."""
         return {
             "label": self.label,
-            "window_start": rfc3339(self.window_start),
-            "window_end": rfc3339(self.window_end),
+            "window_start": format_epoch(self.window_start),
+            "window_end": format_epoch(self.window_end),
             "n": self.n,
             "observed_rate": self.observed_rate,
             "reference_rate": self.reference_rate,
@@ -82,11 +82,6 @@ class DriftAlert:
             "estimated_prevalence": self.estimated_prevalence,
             "psi": self.psi,
         }
-
-
-def rfc3339(epoch_seconds: float) -> str:
-    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _finite(value: float) -> float | None:

@@ -319,10 +319,12 @@ def assemble_bundle(
     references: dict[str, Reference],
     results: dict[str, Any],
 ) -> Bundle:
+    from feedwarden.models.export import name_labels
     from feedwarden.training.train import load_tokenizer
 
     staging = out / "files"
     staging.mkdir(parents=True, exist_ok=True)
+    heads = (Head("safety", "safety_logits", view.safety), Head("topic", "topic_logits", view.topic))
     load_tokenizer(config.max_length).save(str(staging / "tokenizer.json"))
     (staging / "policy.json").write_text(json.dumps(policy.to_dict(), indent=2) + "\n")
     manifest = Manifest(
@@ -330,7 +332,7 @@ def assemble_bundle(
         version=policy.version,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         max_length=config.max_length,
-        heads=(Head("safety", "safety_logits", view.safety), Head("topic", "topic_logits", view.topic)),
+        heads=heads,
         calibration=calibration,
         files={},
         reference=references,
@@ -343,7 +345,7 @@ def assemble_bundle(
         dest,
         manifest,
         {
-            "model.onnx": graph,
+            "model.onnx": name_labels(graph, staging / "model.onnx", {h.output: h.labels for h in heads}),
             "tokenizer.json": staging / "tokenizer.json",
             "policy.json": staging / "policy.json",
         },

@@ -29,7 +29,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
     from feedwarden.drift.stats import REFERENCE_EDGES
     from feedwarden.models.bundle import load_bundle
-    from feedwarden.models.engine import Engine
+    from feedwarden.models.engine import LABELS_METADATA, Engine
     from feedwarden.policy.rules import Policy
     from feedwarden.training import recalibration
     from feedwarden.training.config import PipelineConfig
@@ -44,7 +44,10 @@ def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
     assert recalibration.corpus_config(manifest.metrics["config"]) == PipelineConfig.tiny()
     policy = Policy.from_file(bundle.policy_path)
     policy.check_labels({h.name: h.labels for h in manifest.heads})
-    scores = Engine(bundle, providers="cpu").score(["free airdrop, connect wallet", "nice weather today"])
+    engine = Engine(bundle, providers="cpu")
+    named = engine.session.get_modelmeta().custom_metadata_map
+    assert named[f"{LABELS_METADATA}.safety_logits"] == ",".join(manifest.head("safety").labels)
+    scores = engine.score(["free airdrop, connect wallet", "nice weather today"])
     assert scores.probs["safety"].shape == (2, len(manifest.head("safety").labels))
 
 
