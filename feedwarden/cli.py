@@ -102,8 +102,7 @@ def _score(args: argparse.Namespace) -> int:
     from feedwarden.stream.records import MAX_TEXT_CHARS
     from feedwarden.stream.topology import Scorer
 
-    scorer = Scorer.from_bundle(args.bundle or default_bundle_path(), batch_size=args.batch_size,
-                                providers=args.providers)
+    scorer = Scorer.from_bundle(args.bundle or default_bundle_path(), providers=args.providers)
     started = time.monotonic()
 
     def progress(lines: int) -> None:

@@ -97,8 +97,7 @@ class ModerationService:
         self.metrics = metrics
         self.on_batch = on_batch
         scorer = Scorer.from_bundle(
-            settings.bundle, batch_size=settings.batch_size, threads=settings.threads,
-            providers=settings.providers,
+            settings.bundle, threads=settings.threads, providers=settings.providers,
         )
         self.moderator = Moderator(scorer, settings.topics, max_text_chars=settings.max_text_chars)
         bundle = scorer.engine.bundle

@@ -173,8 +173,7 @@ def _engine_passes(
     from feedwarden.stream.records import Post, decode_post
     from feedwarden.stream.topology import Scorer
 
-    scorer = Scorer.from_bundle(settings.bundle, batch_size=batch_size, threads=settings.threads,
-                                providers=settings.providers)
+    scorer = Scorer.from_bundle(settings.bundle, threads=settings.threads, providers=settings.providers)
     decoded = [decode_post(p) for p in payloads]
     chunks = [list(decoded[i: i + batch_size]) for i in range(0, len(decoded), batch_size)]
     scorer.decide(list(chunks[0]), {})  # warm-up: first-run allocations

@@ -91,11 +91,11 @@ class Scorer:
 
     @classmethod
     def from_bundle(
-        cls, path: str | Path, *, batch_size: int = 32, threads: int | None = None, providers: str = "auto"
+        cls, path: str | Path, *, threads: int | None = None, providers: str = "auto"
     ) -> Scorer:
         """Load and verify a bundle, open its graph and its policy."""
         bundle = load_bundle(path)
-        engine = Engine(bundle, batch_size=batch_size, threads=threads, providers=providers)
+        engine = Engine(bundle, threads=threads, providers=providers)
         return cls(engine, Policy.from_file(bundle.policy_path))
 
     def decide(self, results: list[Post | Invalid], stage_seconds: dict[str, float]) -> Scored:

@@ -95,8 +95,7 @@ def load_moderator(registry: Registry, update: ModelUpdate, settings: Settings, 
     except (BundleError, OSError) as exc:
         raise SwapRejected("digest", str(exc)) from exc
     try:
-        engine = Engine(bundle, batch_size=settings.batch_size, threads=settings.threads,
-                        providers=settings.providers)
+        engine = Engine(bundle, threads=settings.threads, providers=settings.providers)
     except BundleError as exc:
         raise SwapRejected("labels", str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - onnxruntime and tokenizers raise their own types

@@ -279,7 +279,7 @@ def _evaluate(
     from feedwarden.training.recalibration import candidate
 
     started = time.monotonic()
-    engine = Engine(base, providers="cpu", batch_size=64)
+    engine = Engine(base, providers="cpu")
     chosen, before = candidate(base, Policy.from_file(base.policy_path), engine, pools, version, config)
     return chosen, before, time.monotonic() - started
 

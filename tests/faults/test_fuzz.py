@@ -288,14 +288,14 @@ sys.addaudithook(AUDIT)  # hooks cannot be removed; this one is inert outside `w
 @pytest.fixture(scope="module")
 def tiny(tiny_bundle: Bundle) -> Moderator:
     return Moderator(
-        Scorer.from_bundle(tiny_bundle.path, batch_size=16, providers="cpu"), TOPICS, max_text_chars=MAX_TEXT
+        Scorer.from_bundle(tiny_bundle.path, providers="cpu"), TOPICS, max_text_chars=MAX_TEXT
     )
 
 
 @pytest.fixture(scope="module")
 def released(released_bundle: Bundle) -> Moderator:
     return Moderator(
-        Scorer.from_bundle(released_bundle.path, batch_size=16, providers="cpu"),
+        Scorer.from_bundle(released_bundle.path, providers="cpu"),
         TOPICS,
         max_text_chars=MAX_TEXT,
     )

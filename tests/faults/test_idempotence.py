@@ -14,6 +14,8 @@ import orjson
 import pytest
 
 from feedwarden.models.bundle import Bundle
+from feedwarden.models.engine import Engine
+from feedwarden.policy.rules import Policy
 from feedwarden.stream.samples import numbered_posts
 from feedwarden.stream.settings import Topics
 from feedwarden.stream.topology import Incoming, Moderator, Scorer
@@ -29,6 +31,11 @@ def _decisions(moderator: Moderator, batch: list[bytes]) -> dict[str, bytes]:
     return {o.key.decode(): blank(o.value) for o in report.outgoing if o.topic == moderator.topics.decisions}
 
 
+def _scorer(bundle: Bundle, graph_batch: int) -> Scorer:
+    engine = Engine(bundle, batch_size=graph_batch, providers="cpu")
+    return Scorer(engine, Policy.from_file(bundle.policy_path))
+
+
 @pytest.mark.parametrize("which", ["released", "tiny"])
 def test_a_post_gets_the_same_decision_bytes_in_any_batch(
     which: str, released_bundle: Bundle, tiny_bundle: Bundle
@@ -36,10 +43,8 @@ def test_a_post_gets_the_same_decision_bytes_in_any_batch(
     bundle = released_bundle if which == "released" else tiny_bundle
     posts = [orjson.dumps(p) for p in numbered_posts(POSTS, prefix="idem-")]
     posts.append(orjson.dumps({"id": "idem-long", "text": "free crypto giveaway " * 400}))  # pads the batch
-    first = Moderator(Scorer.from_bundle(bundle.path, batch_size=64, providers="cpu"), Topics(),
-                      max_text_chars=50_000)
-    again = Moderator(Scorer.from_bundle(bundle.path, batch_size=7, providers="cpu"), Topics(),
-                      max_text_chars=50_000)
+    first = Moderator(_scorer(bundle, graph_batch=64), Topics(), max_text_chars=50_000)
+    again = Moderator(_scorer(bundle, graph_batch=7), Topics(), max_text_chars=50_000)
     reference = _decisions(first, posts)
     shuffled = posts[:]
     random.Random(7).shuffle(shuffled)

@@ -18,7 +18,7 @@ NOW = 1_800_000_000.0
 
 @pytest.fixture(scope="module")
 def moderator(tiny_bundle: Bundle) -> Moderator:
-    scorer = Scorer.from_bundle(tiny_bundle.path, batch_size=4, providers="cpu")
+    scorer = Scorer.from_bundle(tiny_bundle.path, providers="cpu")
     return Moderator(scorer, Topics(), max_text_chars=r.MAX_TEXT_CHARS, clock=lambda: NOW)
 
 
