@@ -6,6 +6,7 @@ axes dynamic), outputs `safety_logits` and `topic_logits` (raw logits).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -87,7 +88,8 @@ def quantize_int8(source: Path, dest: Path, calibration_ids: Sequence[Sequence[i
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared), auto_merge=True, guess_output_rank=True)
+        with contextlib.chdir(tmp):  # its shape inference writes scratch files into the working directory
+            quant_pre_process(str(source.resolve()), str(prepared), auto_merge=True, guess_output_rank=True)
         ranges = _activation_ranges(prepared, calibration_ids)
         quantizer = ONNXQuantizer(
             load_model_with_shape_infer(prepared),
