@@ -206,7 +206,11 @@ async def _scenario(
         early = [a for a in alerts if _epoch(a["window_end"]) <= shift_at + 0.5]
         assert not [a for a in early if a["label"] in SCAM_BUCKET], f"scam alarm while stationary: {early}"
         first = scam_alerts()[0]
-        assert first["observed_rate"] > first["reference_rate"] and first["n"] >= MIN_POSTS
+        assert first["n"] >= MIN_POSTS
+        # The first alert may be a histogram shift on a label nobody crosses the threshold of
+        # (reference and observed rate both 0); more posts must be flagged on some scam label.
+        rising = [a for a in scam_alerts() if a["observed_rate"] > a["reference_rate"]]
+        assert rising, f"no scam-bucket alert with a higher flagged rate: {scam_alerts()}"
         request = json.loads(seen.records[requests_topic][0][1])
         assert SCAM_BUCKET & set(request["labels"]) and request["model_version"] == base_version
         assert (update.event, update.request) == ("promote", request)
