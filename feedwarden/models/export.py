@@ -118,13 +118,8 @@ def _activation_ranges(model_path: Path, calibration_ids: Sequence[Sequence[int]
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
     model = onnx.load(str(model_path))
-    weights = {init.name for init in model.graph.initializer}
     producer = {out: node.op_type for node in model.graph.node for out in node.output}
-    tensors = sorted({
-        node.input[0]
-        for node in model.graph.node
-        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and node.input[1] in weights
-    })
+    tensors = sorted({node.input[0] for node in _weighted_float_ops(model)})
     tail = {name for name in tensors if producer.get(name) in GELU_OPS}
     known = {out.name for out in model.graph.output}
     model.graph.output.extend(
@@ -174,6 +169,16 @@ def _largest(values: np.ndarray) -> np.ndarray:
     return values if values.size <= _KEEP else np.partition(values, values.size - _KEEP)[-_KEEP:]
 
 
+def _weighted_float_ops(model: Any) -> list[Any]:
+    """The float MatMul and Attention nodes with a weight (initializer) as second input:
+    the nodes the int8 graph quantizes, so none may be left after quantization."""
+    weights = {init.name for init in model.graph.initializer}
+    return [
+        node for node in model.graph.node
+        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and node.input[1] in weights
+    ]
+
+
 def _check_static(path: Path) -> None:
     """The int8 graph must quantize every activation with a constant scale: no
     DynamicQuantizeLinear, and no weight-only (dequantize-then-float) MatMul left."""
@@ -183,11 +188,7 @@ def _check_static(path: Path) -> None:
     ops = {node.op_type for node in model.graph.node}
     if "DynamicQuantizeLinear" in ops:
         raise RuntimeError(f"{path}: int8 graph quantizes activations dynamically (per batch)")
-    weights = {init.name for init in model.graph.initializer}
-    float_matmuls = [
-        node.name for node in model.graph.node
-        if node.op_type in ("MatMul", "Attention") and len(node.input) > 1 and node.input[1] in weights
-    ]
+    float_matmuls = [node.name for node in _weighted_float_ops(model)]
     if float_matmuls:
         raise RuntimeError(f"{path}: int8 graph left {float_matmuls} in float (activations untyped?)")
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass, replace
 from feedwarden.training.data import Example
 
 HARD_NEGATIVE_TOPICS = frozenset({"topic_crypto", "topic_finance"})
-OBFUSCATION_SOURCES = frozenset({"tweeteval_hate", "tweeteval_offensive", "davidson"})
 LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "$", "t": "7"})
-HARD_NEGATIVE_SOURCES = frozenset({"tweeteval_hate", "tweeteval_offensive", "davidson"})
+# The abuse datasets: their clean rows are hard negatives, and their rows (either class) get
+# obfuscated copies.
+ABUSE_SOURCES = frozenset({"tweeteval_hate", "tweeteval_offensive", "davidson"})
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class MixConfig:
 
 
 def is_hard_negative(row: Example) -> bool:
-    return row.source in HARD_NEGATIVE_SOURCES or bool(row.labels & HARD_NEGATIVE_TOPICS)
+    return row.source in ABUSE_SOURCES or bool(row.labels & HARD_NEGATIVE_TOPICS)
 
 
 def repeat_factors(
@@ -134,6 +135,6 @@ def obfuscate(text: str, rng: random.Random) -> str:
 
 def obfuscated_copies(rows: Sequence[Example], share: float, rng: random.Random) -> list[Example]:
     """Obfuscated copies of `share` of the rows from abuse sources."""
-    eligible = [row for row in rows if row.source in OBFUSCATION_SOURCES]
+    eligible = [row for row in rows if row.source in ABUSE_SOURCES]
     chosen = rng.sample(eligible, round(len(eligible) * share)) if share > 0 else []
     return [replace(row, id=f"{row.id}:obfuscated", text=obfuscate(row.text, rng)) for row in chosen]
