@@ -23,6 +23,18 @@ outright was tried and reverted: in one run in ~30 the hole was a post this
 worker had decided whose offset Faust's bookkeeping had dropped, and the
 refusal (with a seek back to re-read it) stalled the partition's commits.
 
+`hold_flow_until_seek` closes the hole that warning kept finding after a
+restart. When table recovery ends, Faust resumes the stream partitions while
+the flow is still running (it was resumed to read the changelog), then seeks
+them to their committed offsets, then resumes the flow, and
+`FlowControlEvent.resume` empties every stream queue. Posts fetched during the
+seek (a broker round trip) sat in those queues and were dropped, and the fetch
+loop, still walking its pre-seek batch, moved the read offset past them, so
+the refetch after the seek skipped them too: traced in a restarted worker,
+posts 1:235 and 1:237 decided, 1:236 dropped by the clear, then committed
+over. Holding the flow from `on_rebalance_complete` (sent just before that
+resume) keeps fetched posts out of the queues until after the clear.
+
 Written against faust-streaming 0.15.3 (pinned): it wraps `Consumer.ack` and
 `Consumer._new_offset`, and reads or touches the consumer's `_acked`, `_gap`,
 `_committed_offset`, `_unacked_messages` and `_waiting_for_ack`.
@@ -37,6 +49,19 @@ from typing import Any
 from mode.utils.futures import notify
 
 log = logging.getLogger(__name__)
+
+
+def hold_flow_until_seek(app: Any) -> None:
+    """Suspend the app's flow when a rebalance completes; Faust resumes it after the seek."""
+
+    async def hold(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # The conductor waits on this event before queueing a fetched message, so nothing
+        # reaches a stream queue until `flow_control.resume()` has cleared them. Faust's
+        # recovery resumes it right after the seek; if the generation moved on instead,
+        # the next rebalance suspends and resumes it again.
+        app.flow_control.suspend()
+
+    app.on_rebalance_complete.connect(hold)
 
 
 class AckGuard:

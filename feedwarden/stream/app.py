@@ -38,7 +38,7 @@ from faust.types.auth import CredentialsT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from feedwarden.stream.acks import AckGuard
+from feedwarden.stream.acks import AckGuard, hold_flow_until_seek
 from feedwarden.stream.health import BrokerProbe, damp_reconnect_noise, exit_after
 from feedwarden.stream.loop import wire_model_loop
 from feedwarden.stream.metrics import Metrics
@@ -297,6 +297,7 @@ def _wire_agent(app: faust.App, service: ModerationService) -> None:
         return await outputs[record.topic].send(key=record.key, value=record.value, force=True)
 
     guard = AckGuard(topics.posts)  # only decided posts reach the offset bookkeeping (stream/acks.py)
+    hold_flow_until_seek(app)  # and no fetched post is dropped by the recovery's queue clear
 
     async def decide_and_ack(stream: StreamT, batch: Batch, previous: Batch | None) -> None:
         await service.handle(batch.events, send, turn=previous, own=batch)

@@ -74,3 +74,18 @@ def test_a_commit_over_an_unacked_head_offset_is_named_in_a_warning(
         asyncio.run(scenario())
     assert "Faust commits past offset 10 of" in caplog.text
     assert "1 posts withheld" in caplog.text
+
+
+def test_the_flow_is_held_from_rebalance_complete_until_faust_resumes_it(tiny_bundle: Bundle) -> None:
+    async def scenario() -> None:
+        app = create_app(Settings(bundle=tiny_bundle.path, providers="cpu", web_port=16098))
+        app.flow_control.resume()
+        await app.on_rebalance_complete.send()  # create_app wired hold_flow_until_seek
+        assert not app.flow_control.is_active()
+        delivery = asyncio.ensure_future(app.flow_control.acquire())  # what the conductor awaits per message
+        await asyncio.sleep(0.01)
+        assert not delivery.done()
+        app.flow_control.resume()  # Faust's recovery, after the seek (and the queue clear)
+        await asyncio.wait_for(delivery, 1)
+
+    asyncio.run(scenario())
