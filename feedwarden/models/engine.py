@@ -67,8 +67,9 @@ class Scores:
 
 
 # Posts per graph run, length-sorted within what the caller hands over (a worker
-# micro-batch of 64): smaller runs pad less. Static int8, micro-batches of 64, same
-# run: 476 posts/s in runs of 8, 448 of 16, 401 of 32, 291 of 64 (README, "Performance").
+# micro-batch): smaller runs pad less, and a larger micro-batch sorts better. Static
+# int8, two lanes, same run (medians of 4): micro-batches of 64 in runs of 4 / 8 / 16:
+# 551 / 520 / 440 posts/s; of 256: 621 / 615 / 520 (README, "Performance").
 GRAPH_BATCH = 8
 
 
@@ -94,12 +95,13 @@ class Engine:
         self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=manifest.max_length)
-        threads = threads or _usable_cores()
-        # One post per run: `threads` runs at once, one ORT thread each, scale better
-        # than one small run split over threads (same scores either way).
-        self.parallel_runs = 1 if self.row_independent else threads
+        # `threads` graph runs at once, one ORT thread each: small runs (8 posts, or
+        # one) split over threads spend their time in the split's barriers, and one
+        # preempted thread (the event loop and the Kafka client share these cores)
+        # stalls the run it belongs to. Same scores either way. (README.md, "Performance")
+        self.parallel_runs = threads or _usable_cores()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1 if self.parallel_runs > 1 else threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         # No spin-waiting between ops: the event loop, the Kafka client and the
         # tokenizer share these cores, and spinning idle ORT threads starve them

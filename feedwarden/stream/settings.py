@@ -134,7 +134,7 @@ class DriftSettings:
 class Settings:
     bootstrap: str = DEFAULT_BOOTSTRAP
     topics: Topics = field(default_factory=Topics)
-    batch_size: int = 64
+    batch_size: int = 256
     batch_wait_ms: int = 50
     # Micro-batches in flight: 2 lets one batch wait for the broker's acks while the next is decided.
     pipeline_depth: int = 2
@@ -191,7 +191,7 @@ class Settings:
                 badge=get.text("FEEDWARDEN_TOPIC_BADGE", "decisions.badge"),
                 dlq=get.text("FEEDWARDEN_TOPIC_DLQ", "posts.dlq"),
             ),
-            batch_size=get.integer("FEEDWARDEN_BATCH_SIZE", 64),
+            batch_size=get.integer("FEEDWARDEN_BATCH_SIZE", 256),
             batch_wait_ms=get.integer("FEEDWARDEN_BATCH_WAIT_MS", 50),
             pipeline_depth=get.integer("FEEDWARDEN_PIPELINE_DEPTH", 2),
             bundle=Path(get.text("FEEDWARDEN_BUNDLE", str(default_bundle_path()))),

@@ -26,7 +26,7 @@ def test_defaults(env: dict[str, str], tiny_bundle: Bundle) -> None:
         "decisions.badge",
         "posts.dlq",
     )
-    assert (settings.batch_size, settings.batch_wait_ms, settings.web_port) == (64, 50, 6066)
+    assert (settings.batch_size, settings.batch_wait_ms, settings.web_port) == (256, 50, 6066)
     assert (settings.max_text_chars, settings.threads, settings.providers) == (50_000, None, "auto")
     assert settings.bundle == tiny_bundle.path
     assert settings.security == KafkaSecurity()
@@ -128,7 +128,7 @@ def test_sasl_needs_mechanism_and_credentials(env: dict[str, str]) -> None:
 
 
 def test_blank_values_mean_default(env: dict[str, str]) -> None:
-    assert Settings.from_env(env | {"FEEDWARDEN_BATCH_SIZE": " ", "FEEDWARDEN_THREADS": ""}).batch_size == 64
+    assert Settings.from_env(env | {"FEEDWARDEN_BATCH_SIZE": " ", "FEEDWARDEN_THREADS": ""}).batch_size == 256
 
 
 def test_allow_has_no_action_topic() -> None:
