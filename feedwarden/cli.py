@@ -48,7 +48,7 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench", help="engine vs end-to-end throughput, latency at half load, stages and RSS (one run)")
-    bench.add_argument("--posts", type=int, help="posts per phase (default 2000; 300 with --quick)")
+    bench.add_argument("--posts", type=int, help="posts per phase (default 5000; 300 with --quick)")
     bench.add_argument("--batch-size", type=int, help="worker micro-batch (default: FEEDWARDEN_BATCH_SIZE)")
     bench.add_argument("--paced-seconds", type=float, help="paced-load duration (default 15; 4 with --quick)")
     bench.add_argument("--source", type=Path, help="JSONL posts with a text field (default: Janitr valid "
@@ -149,7 +149,7 @@ def _bench(args: argparse.Namespace) -> int:
     from feedwarden.stream.bench import BenchOptions, bench
 
     options = BenchOptions(
-        posts=args.posts or (300 if args.quick else 2000), batch_size=args.batch_size,
+        posts=args.posts or (300 if args.quick else 5000), batch_size=args.batch_size,
         paced_seconds=args.paced_seconds or (4.0 if args.quick else 15.0),
         engine_repeats=1 if args.quick else 2, source=args.source, as_json=args.json,
     )

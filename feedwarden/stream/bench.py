@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedwarden.stream.broker import EmbeddedBroker, free_port, start_broker
@@ -75,7 +75,7 @@ class BenchResult:
 
 @dataclass(frozen=True)
 class BenchOptions:
-    posts: int = 2000
+    posts: int = 5000
     batch_size: int | None = None  # None: the worker's setting (FEEDWARDEN_BATCH_SIZE or its default)
     paced_seconds: float = 15.0
     engine_repeats: int = 2
@@ -221,7 +221,7 @@ def _broker_phases(
         rss.mark("ready")
         say(f"worker pid {worker.pid} ready; RSS {rss.current_mib():.0f} MiB; draining the backlog")
         cpu = {"worker": _cpu_seconds(worker.pid), "broker": _cpu_seconds(broker.process.pid)}
-        first, last, n = asyncio.run(_drain(settings, len(backlog), say))
+        first, last, n, ends = asyncio.run(_drain(settings, len(backlog), say))
         cpu = {k: round(1000 * (_cpu_seconds(pid) - cpu[k]) / n, 3)
                for k, pid in (("worker", worker.pid), ("broker", broker.process.pid))}
         before = _metrics(_get(url + "/metrics"))
@@ -236,7 +236,7 @@ def _broker_phases(
         count = max(20, int(paced_rate * options.paced_seconds))
         paced = [_with_id(payloads[n % len(payloads)], f"p{n}") for n in range(count)]
         say(f"paced load: {count} posts at {paced_rate:.0f}/s (half the end-to-end maximum)")
-        latencies = asyncio.run(_paced(settings, paced, paced_rate, say))
+        latencies = asyncio.run(_paced(settings, paced, paced_rate, ends, say))
         after = _metrics(_get(url + "/metrics"))
         report.latency = _latency_summary(latencies, paced_rate, count)
         report.latency["paced_batches"] = _stage_profile(after, before)
@@ -264,8 +264,10 @@ def _decisions_consumer(settings: Settings) -> AIOKafkaConsumer:
                             auto_offset_reset="earliest", fetch_max_wait_ms=20)
 
 
-async def _drain(settings: Settings, expected: int, say: Any) -> tuple[float, float, int]:
-    """Consume `expected` decisions: (first arrival, last arrival, count)."""
+async def _drain(
+    settings: Settings, expected: int, say: Any
+) -> tuple[float, float, int, dict[TopicPartition, int]]:
+    """Consume `expected` decisions: (first arrival, last arrival, count, next offset per partition)."""
     consumer = _decisions_consumer(settings)
     await consumer.start()
     first = last = 0.0
@@ -285,19 +287,26 @@ async def _drain(settings: Settings, expected: int, say: Any) -> tuple[float, fl
             if time.monotonic() > next_report:
                 say(f"  {seen}/{expected} decisions")
                 next_report += 5
+        ends = {tp: await consumer.position(tp) for tp in consumer.assignment()}
     finally:
         await consumer.stop()
-    return first, last, seen
+    return first, last, seen, ends
 
 
-async def _paced(settings: Settings, payloads: Sequence[bytes], rate: float, say: Any) -> list[float]:
-    """Produce at `rate` posts/s; seconds from each send to its decision being consumed."""
+async def _paced(
+    settings: Settings, payloads: Sequence[bytes], rate: float, start: dict[TopicPartition, int], say: Any
+) -> list[float]:
+    """Produce at `rate` posts/s; seconds from each send to its decision being consumed.
+
+    Decisions are read from `start` (where the backlog's ended), not from the
+    "latest" offsets, which Tansu gets wrong.
+    """
     sent: dict[str, float] = {}
     latencies: list[float] = []
     consumer = _decisions_consumer(settings)
     await consumer.start()
-    # Skip what is already there (the backlog's decisions): start from the end.
-    await consumer.seek_to_end()
+    for tp, offset in start.items():
+        consumer.seek(tp, offset)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0)
     await producer.start()
 
