@@ -18,6 +18,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from feedwarden.models.bundle import Bundle, BundleError
+from feedwarden.models.normalize import Deobfuscator
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Engine:
         self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=manifest.max_length)
+        self.deobfuscate = Deobfuscator(self.tokenizer)  # leet, spaced letters, styled Unicode
         # `threads` graph runs at once, one ORT thread each: small runs (8 posts, or
         # one) split over threads spend their time in the split's barriers, and one
         # preempted thread (the event loop and the Kafka client share these cores)
@@ -152,7 +154,7 @@ class Engine:
         return {h.name: h.labels for h in self.bundle.manifest.heads}
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
-        return self.tokenizer.encode_batch(list(texts))
+        return self.tokenizer.encode_batch([self.deobfuscate(text) for text in texts])
 
     def score(self, texts: Sequence[str]) -> Scores:
         return self.score_encoded(self.tokenize(texts))

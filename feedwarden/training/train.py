@@ -17,6 +17,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from feedwarden.models.normalize import Deobfuscator
 from feedwarden.training.config import PipelineConfig
 from feedwarden.training.model import TwoHeadClassifier, build_model, encoder_dir
 
@@ -42,7 +43,8 @@ class Encoded:
     def build(
         cls, tokenizer: Tokenizer, texts: Sequence[str], targets: np.ndarray, mask: np.ndarray
     ) -> Encoded:
-        return cls([e.ids for e in tokenizer.encode_batch(list(texts))], targets, mask)
+        deobfuscate = Deobfuscator(tokenizer)  # the spellings the serving engine reads (models/engine.py)
+        return cls([e.ids for e in tokenizer.encode_batch([deobfuscate(t) for t in texts])], targets, mask)
 
 
 def pad(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
