@@ -36,8 +36,10 @@ over. Holding the flow from `on_rebalance_complete` (sent just before that
 resume) keeps fetched posts out of the queues until after the clear.
 
 Written against faust-streaming 0.15.3 (pinned): it wraps `Consumer.ack` and
-`Consumer._new_offset`, and reads or touches the consumer's `_acked`, `_gap`,
-`_committed_offset`, `_unacked_messages` and `_waiting_for_ack`.
+`Consumer._new_offset`, reads or touches the consumer's `_acked`, `_gap`,
+`_committed_offset`, `_unacked_messages` and `_waiting_for_ack`, and relies on
+`on_rebalance_complete` being sent before the recovery's seek and resume
+(faust/tables/recovery.py: `on_recovery_completed`, `_resume_streams`).
 """
 
 from __future__ import annotations
