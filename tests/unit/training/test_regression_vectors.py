@@ -1,5 +1,6 @@
 """The released default bundle must pass the hand-written regression vectors:
-positives, hard negatives, multi-label co-detection and obfuscated abuse."""
+positives, hard negatives, multi-label co-detection, obfuscated abuse, and spam
+and scams written for other platforms and media (SMS, email, comments)."""
 
 from __future__ import annotations
 
