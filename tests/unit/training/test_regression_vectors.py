@@ -1,6 +1,8 @@
 """The released default bundle must pass the hand-written regression vectors:
-positives, hard negatives, multi-label co-detection, obfuscated abuse, and spam
-and scams written for other platforms and media (SMS, email, comments)."""
+positives, hard negatives, multi-label co-detection, obfuscated abuse, spam and
+scams written for other platforms and media (SMS, email, comments), and
+functional tests of hate speech (implicit derogation, negation, counter-speech,
+rare targets)."""
 
 from __future__ import annotations
 
