@@ -154,7 +154,7 @@ class Engine:
         return {h.name: h.labels for h in self.bundle.manifest.heads}
 
     def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
-        return self.tokenizer.encode_batch([self.deobfuscate(text) for text in texts])
+        return self.deobfuscate.encode(texts)
 
     def score(self, texts: Sequence[str]) -> Scores:
         return self.score_encoded(self.tokenize(texts))

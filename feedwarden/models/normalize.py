@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 _LETTER_OF = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
@@ -39,6 +40,11 @@ class Deobfuscator:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self.vocab = frozenset(tokenizer.get_vocab())
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Token encodings of `texts` as the model reads them: the one way serving and training
+        turn posts into encodings."""
+        return self.tokenizer.encode_batch([self(text) for text in texts])
 
     def __call__(self, text: str) -> str:
         text = _INVISIBLE.sub("", _fold_letters(text))

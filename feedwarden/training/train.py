@@ -43,8 +43,8 @@ class Encoded:
     def build(
         cls, tokenizer: Tokenizer, texts: Sequence[str], targets: np.ndarray, mask: np.ndarray
     ) -> Encoded:
-        deobfuscate = Deobfuscator(tokenizer)  # the spellings the serving engine reads (models/engine.py)
-        return cls([e.ids for e in tokenizer.encode_batch([deobfuscate(t) for t in texts])], targets, mask)
+        # Encoded as the serving engine reads posts (models/engine.py), obfuscated spellings undone.
+        return cls([e.ids for e in Deobfuscator(tokenizer).encode(texts)], targets, mask)
 
 
 def pad(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
