@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -24,6 +25,11 @@ def registry(tmp_path: Path) -> Registry:
     write_version(registry.root, "v2")
     registry.promote("v1")
     return registry
+
+
+def _after_the_fixture() -> str:
+    """A shadow announced after the fixture's promotion of v1 (which is stamped now), so not stale."""
+    return (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
 
 
 def _apply(loop: ModelLoop, raw: bytes) -> None:
@@ -144,7 +150,7 @@ async def _ack(record: object) -> asyncio.Future[None]:
 
 def test_shadow_scores_every_batch_and_a_promotion_drops_it(registry: Registry) -> None:
     loop, sent = make_loop(registry.root)
-    raw = update(registry, "v2", event="shadow", at="2026-11-23T00:00:00+00:00")
+    raw = update(registry, "v2", event="shadow", at=_after_the_fixture())
     _apply(loop, raw)
     assert loop.shadow is not None and loop.shadow.version == "v2" and _serving(loop) == "v1"
     report = run_batch(loop, ["free scam", "hello world", "buy discount"])
@@ -164,7 +170,7 @@ def test_shadow_scores_every_batch_and_a_promotion_drops_it(registry: Registry) 
 
 def test_a_tampered_shadow_is_rejected(registry: Registry) -> None:
     loop, _ = make_loop(registry.root)
-    raw = update(registry, "v2", event="shadow", at="2026-11-23T00:00:00+00:00")
+    raw = update(registry, "v2", event="shadow", at=_after_the_fixture())
     (registry.path_of("v2") / MANIFEST).write_text("{}")
     _apply(loop, raw)
     assert loop.shadow is None and _rejected(loop, "digest") == 1
