@@ -224,7 +224,7 @@ def _broker_phases(
         first, last, n, ends = asyncio.run(_drain(settings, len(backlog), say))
         cpu = {k: round(1000 * (_cpu_seconds(pid) - cpu[k]) / n, 3)
                for k, pid in (("worker", worker.pid), ("broker", broker.process.pid))}
-        before = _metrics(_get(url + "/metrics"))
+        before = _counted(url, n)
         rate = (n - 1) / max(1e-9, last - first)
         report.end_to_end = {"posts_per_second": round(rate, 1), "posts": n,
                              "seconds_first_to_last": round(last - first, 3),
@@ -237,7 +237,7 @@ def _broker_phases(
         paced = [_with_id(payloads[n % len(payloads)], f"p{n}") for n in range(count)]
         say(f"paced load: {count} posts at {paced_rate:.0f}/s (half the end-to-end maximum)")
         latencies = asyncio.run(_paced(settings, paced, paced_rate, ends, say))
-        after = _metrics(_get(url + "/metrics"))
+        after = _counted(url, n + count)
         report.latency = _latency_summary(latencies, paced_rate, count)
         report.latency["paced_batches"] = _stage_profile(after, before)
         rss.mark("end")
@@ -392,6 +392,17 @@ class _Snapshot:
     batches: int
     posts: float
     stages: dict[str, float]
+
+
+def _counted(url: str, posts: int, timeout_s: float = 10.0) -> _Snapshot:
+    """The worker's metrics once they count `posts`: it observes a batch just after the broker
+    acks its decisions, so a reader of those decisions can be ahead of the metrics."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        snapshot = _metrics(_get(url + "/metrics"))
+        if snapshot.posts >= posts or time.monotonic() > deadline:
+            return snapshot
+        time.sleep(0.05)
 
 
 def _metrics(exposition: str) -> _Snapshot:
