@@ -74,6 +74,11 @@ class Scores:
 GRAPH_BATCH = 8
 
 
+# onnxruntime would fuse Add + LayerNormalization back into its SkipLayerNormalization,
+# whose CPU kernel is 5x slower (models/export.py: fast_cpu_graph).
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
 class Engine:
     """Scores texts with every head of a bundle, in length-sorted graph runs of `batch_size` posts."""
 
@@ -111,7 +116,9 @@ class Engine:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         chosen = choose_providers(providers)
-        self.session = ort.InferenceSession(str(bundle.model_path), options, providers=chosen)
+        self.session = ort.InferenceSession(
+            str(bundle.model_path), options, providers=chosen, disabled_optimizers=list(DISABLED_OPTIMIZERS)
+        )
         serving = self.session.get_providers()[0]
         if serving not in _announced:
             log.info("onnxruntime serves on %s", serving)
