@@ -51,6 +51,8 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
     bench.add_argument("--posts", type=int, help="posts per phase (default 5000; 300 with --quick)")
     bench.add_argument("--batch-size", type=int, help="worker micro-batch (default: FEEDWARDEN_BATCH_SIZE)")
     bench.add_argument("--paced-seconds", type=float, help="paced-load duration (default 15; 4 with --quick)")
+    bench.add_argument("--paced-rate", type=float,
+                       help="paced load in posts/s (default: half the measured end-to-end maximum)")
     bench.add_argument("--source", type=Path, help="JSONL posts with a text field (default: Janitr valid "
                        "texts if ../shared/data is present, else the packaged samples)")
     bench.add_argument("--quick", action="store_true", help="small run (a smoke test)")
@@ -151,6 +153,7 @@ def _bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         posts=args.posts or (300 if args.quick else 5000), batch_size=args.batch_size,
         paced_seconds=args.paced_seconds or (4.0 if args.quick else 15.0),
+        paced_rate=args.paced_rate,
         engine_repeats=1 if args.quick else 2, source=args.source, as_json=args.json,
     )
     return bench(options)

@@ -9,7 +9,8 @@
    of the same posts (produced before it joins); throughput is decisions
    consumed, first to last.
 3. Latency: the same worker, posts produced at a paced rate of half the
-   measured end-to-end maximum; produce -> decision consumed, p50/p95/p99.
+   measured end-to-end maximum (or `--paced-rate`); produce -> decision
+   consumed, p50/p95/p99.
 
 Stage time per batch (decode, tokenize, infer, policy, produce) comes from
 the worker's own /metrics; RSS from /proc/<pid>/status during the load.
@@ -78,6 +79,7 @@ class BenchOptions:
     posts: int = 5000
     batch_size: int | None = None  # None: the worker's setting (FEEDWARDEN_BATCH_SIZE or its default)
     paced_seconds: float = 15.0
+    paced_rate: float | None = None  # posts/s; None: half the measured end-to-end maximum
     engine_repeats: int = 2
     source: Path | None = None  # JSONL with a "text" field; None: Janitr valid if present, else samples
     as_json: bool = False
@@ -232,13 +234,15 @@ def _broker_phases(
         report.stages = _stage_profile(before, None)
         say(f"end to end: {rate:.0f} posts/s; {report.stages['batches']} batches of "
             f"{report.stages['mean_batch']:.1f} posts")
-        paced_rate = max(1.0, rate / 2)
+        paced_rate = options.paced_rate or max(1.0, rate / 2)
         count = max(20, int(paced_rate * options.paced_seconds))
         paced = [_with_id(payloads[n % len(payloads)], f"p{n}") for n in range(count)]
-        say(f"paced load: {count} posts at {paced_rate:.0f}/s (half the end-to-end maximum)")
+        say(f"paced load: {count} posts at {paced_rate:.0f}/s "
+            f"({paced_rate / rate:.0%} of the end-to-end maximum)")
         latencies = asyncio.run(_paced(settings, paced, paced_rate, ends, say))
         after = _counted(url, n + count)
-        report.latency = _latency_summary(latencies, paced_rate, count)
+        report.latency = _latency_summary(latencies, paced_rate, count) | {
+            "share_of_maximum": round(paced_rate / rate, 3)}
         report.latency["paced_batches"] = _stage_profile(after, before)
         rss.mark("end")
         report.rss = rss.summary()
@@ -495,7 +499,8 @@ def describe(result: dict[str, Any]) -> str:
         f"CPU per post: engine {engine['cpu_ms_per_post']} ms, worker {e2e['worker_cpu_ms_per_post']} ms "
         f"(+ broker {e2e['broker_cpu_ms_per_post']} ms); "
         f"engine/worker {result['cpu_ratio_engine_to_worker']}",
-        f"latency at {lat['rate_posts_per_second']:.0f} posts/s (half max), {lat['decided']}/{lat['posts']} "
+        f"latency at {lat['rate_posts_per_second']:.0f} posts/s ({lat['share_of_maximum']:.0%} of max), "
+        f"{lat['decided']}/{lat['posts']} "
         f"decided: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms, "
         f"max {lat['max_ms']} ms",
         f"worker RSS: {rss['ready_mib']:.0f} MiB ready, {rss['max_under_load_mib']:.0f} MiB max under load, "
