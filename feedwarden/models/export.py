@@ -181,10 +181,11 @@ def quantize_int8(source: Path, dest: Path, calibration_ids: Sequence[Sequence[i
     from onnxruntime.quantization.quant_utils import QuantizationMode, load_model_with_shape_infer
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source = source.resolve()  # before the chdir below, which would re-anchor a relative path
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         with contextlib.chdir(tmp):  # its shape inference writes scratch files into the working directory
-            quant_pre_process(str(source.resolve()), str(prepared), auto_merge=True, guess_output_rank=True)
+            quant_pre_process(str(source), str(prepared), auto_merge=True, guess_output_rank=True)
         ranges = _activation_ranges(prepared, calibration_ids)
         quantizer = ONNXQuantizer(
             load_model_with_shape_infer(prepared),

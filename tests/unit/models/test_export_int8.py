@@ -101,3 +101,15 @@ def test_a_float_or_dynamic_graph_is_refused_as_int8(graphs: dict[str, Path], tm
     )
     with pytest.raises(RuntimeError, match="dynamically"):
         _check_static(dynamic)
+
+
+def test_quantize_int8_takes_a_path_relative_to_the_working_directory(
+    graphs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedwarden.models.export import quantize_int8
+
+    shutil.copyfile(graphs["fp32"], tmp_path / "fp32.onnx")
+    monkeypatch.chdir(tmp_path)  # `feedwarden train --out artifacts/run` passes relative paths
+    calibration = [[2, 5, 7], [3, 4], [9, 10, 11, 12]]
+    out = quantize_int8(Path("fp32.onnx"), Path("int8.onnx"), calibration)
+    assert (tmp_path / out).is_file() and _ops(tmp_path / out)["QAttention"] == 2
