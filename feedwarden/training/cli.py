@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     train.add_argument(
         "--time-budget-min", type=float, default=None, help="training wall-clock budget per seed"
     )
+    train.add_argument("--hate-rows", type=int, default=None, help="TweetEval hate train rows (default 5000)")
+    train.add_argument(
+        "--offensive-rows", type=int, default=None, help="TweetEval offensive train rows (default 6000)"
+    )
+    train.add_argument("--mix-cap", type=int, default=None, help="occurrences per label in the mix (2500)")
+    train.add_argument("--clean-rows", type=int, default=None, help="clean rows in the mix (4000)")
     train.add_argument(
         "--obfuscated-share",
         type=float,
@@ -71,9 +77,9 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from feedwarden.training.config import PipelineConfig
 
     base = PipelineConfig.tiny() if args.tiny else PipelineConfig()
-    share = getattr(args, "obfuscated_share", None)
-    if share is not None:
-        base = base.with_overrides(mix=replace(base.mix, obfuscated_share=share))
+    mix = {"obfuscated_share": getattr(args, "obfuscated_share", None), "cap": getattr(args, "mix_cap", None),
+           "clean_rows": getattr(args, "clean_rows", None)}
+    base = base.with_overrides(mix=replace(base.mix, **{k: v for k, v in mix.items() if v is not None}))
     seeds = tuple(args.seeds) if args.seeds else None
     return base.with_overrides(
         epochs=args.epochs,
@@ -83,6 +89,8 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         seeds=seeds,
         seed=seeds[0] if seeds else None,
         variant=getattr(args, "variant", None),
+        hate_train_rows=getattr(args, "hate_rows", None),
+        offensive_train_rows=getattr(args, "offensive_rows", None),
     )
 
 
