@@ -228,6 +228,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",  # also the only reliable choice on Tansu
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
+        broker_commit_interval=settings.commit_interval_s,  # Faust's default 2.8 s
         topic_partitions=settings.partitions,
         topic_disable_leader=True,
         web_enabled=True,

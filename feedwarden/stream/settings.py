@@ -147,6 +147,9 @@ class Settings:
     group_id: str = "feedwarden"
     partitions: int = 1
     session_timeout_s: float = 30.0
+    # How often Faust commits the acked offsets. A crashed worker's decided but uncommitted posts
+    # are decided again by whoever takes its partitions: about this many seconds of its throughput.
+    commit_interval_s: float = 1.0
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     drift: DriftSettings = field(default_factory=DriftSettings)
 
@@ -168,6 +171,8 @@ class Settings:
             raise SettingsError("FEEDWARDEN_GROUP_ID must not be empty")
         if not 1.0 <= self.session_timeout_s <= 300.0:
             raise SettingsError(f"FEEDWARDEN_SESSION_TIMEOUT_S={self.session_timeout_s} not in [1, 300]")
+        if not 0.1 <= self.commit_interval_s <= 60.0:
+            raise SettingsError(f"FEEDWARDEN_COMMIT_INTERVAL_S={self.commit_interval_s} not in [0.1, 60]")
         if not (self.bundle / "manifest.json").is_file():
             raise SettingsError(f"FEEDWARDEN_BUNDLE={self.bundle} has no manifest.json")
         if set(self.drift.topics()) & set(self.topics.all()):
@@ -203,6 +208,7 @@ class Settings:
             group_id=get.text("FEEDWARDEN_GROUP_ID", "feedwarden"),
             partitions=get.integer("FEEDWARDEN_PARTITIONS", 1),
             session_timeout_s=get.number("FEEDWARDEN_SESSION_TIMEOUT_S", 30.0),
+            commit_interval_s=get.number("FEEDWARDEN_COMMIT_INTERVAL_S", 1.0),
             security=KafkaSecurity(
                 protocol=get.text("FEEDWARDEN_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
                 sasl_mechanism=get.optional_text("FEEDWARDEN_KAFKA_SASL_MECHANISM"),

@@ -55,6 +55,7 @@ def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
             "FEEDWARDEN_GROUP_ID": "g",
             "FEEDWARDEN_PARTITIONS": "6",
             "FEEDWARDEN_SESSION_TIMEOUT_S": "6",
+            "FEEDWARDEN_COMMIT_INTERVAL_S": "0.5",
             "FEEDWARDEN_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
             "FEEDWARDEN_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
             "FEEDWARDEN_KAFKA_SASL_USERNAME": "u",
@@ -76,7 +77,7 @@ def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
         "g",
         6,
     )
-    assert settings.session_timeout_s == 6.0
+    assert (settings.session_timeout_s, settings.commit_interval_s) == (6.0, 0.5)
     assert settings.security == KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "u", "secret", ca)
     assert settings.security.uses_tls
     assert "secret" not in repr(settings)
@@ -98,6 +99,7 @@ def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
         ("FEEDWARDEN_PARTITIONS", "0", "PARTITIONS"),
         ("FEEDWARDEN_SESSION_TIMEOUT_S", "soon", "not a number"),
         ("FEEDWARDEN_SESSION_TIMEOUT_S", "0.5", "SESSION_TIMEOUT"),
+        ("FEEDWARDEN_COMMIT_INTERVAL_S", "0", "COMMIT_INTERVAL"),
         ("FEEDWARDEN_TOPIC_POSTS", "bad topic", "topic name"),
         ("FEEDWARDEN_TOPIC_DLQ", "decisions", "distinct"),
         ("FEEDWARDEN_BUNDLE", "/nonexistent", "manifest.json"),
