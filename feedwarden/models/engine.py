@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty, SimpleQueue
 
 import numpy as np
 import onnxruntime as ort
@@ -68,10 +69,18 @@ class Scores:
 
 
 # Posts per graph run, length-sorted within what the caller hands over (a worker
-# micro-batch): smaller runs pad less, and a larger micro-batch sorts better. Static
-# int8, two lanes, same run (medians of 4): micro-batches of 64 in runs of 4 / 8 / 16:
-# 551 / 520 / 440 posts/s; of 256: 621 / 615 / 520 (README, "Performance").
-GRAPH_BATCH = 8
+# micro-batch). With the rewritten graph (models/export.py: fast_cpu_graph) a run's
+# fixed cost is small and padding dominates; a small micro-batch sorts coarsely, so it
+# pads less in smaller runs. Engine only, two lanes, medians of 3 (2026-12-05), runs
+# of 1 / 2 / 4 / 8 posts: micro-batches of 8 (a paced worker's): 725 / 697 / 473 / -
+# posts/s; of 16: 753 / 782 / 685 / -; of 39: - / 854 / 847 / 710; of 256:
+# - / 903 / 929 / 904 (README, "Performance").
+SMALL_MICRO_BATCH = 64
+
+
+def graph_run_size(posts: int) -> int:
+    """Posts per graph run for a micro-batch of `posts`."""
+    return 2 if posts < SMALL_MICRO_BATCH else 4
 
 
 # onnxruntime would fuse Add + LayerNormalization back into its SkipLayerNormalization,
@@ -80,13 +89,14 @@ DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 class Engine:
-    """Scores texts with every head of a bundle, in length-sorted graph runs of `batch_size` posts."""
+    """Scores texts with every head of a bundle, in length-sorted graph runs of `batch_size` posts
+    (None: `graph_run_size` of each call)."""
 
     def __init__(
         self,
         bundle: Bundle,
         *,
-        batch_size: int = GRAPH_BATCH,
+        batch_size: int | None = None,
         threads: int | None = None,
         providers: str = "auto",
     ) -> None:
@@ -96,7 +106,7 @@ class Engine:
         # a few hundredths here), so a redelivered post could get another decision.
         # Such graphs run one post at a time: the same post, the same scores.
         self.row_independent = not quantizes_per_batch(bundle.model_path)
-        self.batch_size = batch_size if self.row_independent else 1
+        self.batch_size = batch_size if self.row_independent else 1  # None: graph_run_size
         manifest = bundle.manifest
         self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
         self.tokenizer.no_padding()
@@ -182,12 +192,23 @@ class Engine:
         n = len(encodings)
         logits = {h.name: np.empty((n, len(h.labels)), np.float32) for h in heads}
         order = sorted(range(n), key=lambda i: len(encodings[i].ids))
-        batches = [order[start : start + self.batch_size] for start in range(0, n, self.batch_size)]
+        size = self.batch_size or graph_run_size(n)
+        batches = [order[start : start + size] for start in range(0, n, size)]
 
         names = [h.output for h in heads]
+        # Lanes pull runs from one queue, longest first: a lane that finishes early or a
+        # lane that was preempted does not leave the other waiting on a fixed share.
+        # (Interleaved fixed shares: 684 vs 732 posts/s on micro-batches of 39.)
+        queue = SimpleQueue[list[int]]()
+        for rows in reversed(batches):
+            queue.put(rows)
 
-        def run(share: Sequence[list[int]]) -> None:
-            for rows in share:
+        def run(_lane: int) -> None:
+            while True:
+                try:
+                    rows = queue.get_nowait()
+                except Empty:
+                    return
                 ids, mask = _pad([encodings[i] for i in rows])
                 outputs = self.session.run(names, {"input_ids": ids, "attention_mask": mask})
                 for head, out in zip(heads, outputs, strict=True):
@@ -195,9 +216,9 @@ class Engine:
 
         lanes = min(self.parallel_runs, len(batches))
         if lanes <= 1:
-            run(batches)
-        else:  # interleaved shares of the length-sorted batches balance the lanes
-            list(self._lanes().map(run, [batches[k::lanes] for k in range(lanes)]))
+            run(0)
+        else:
+            list(self._lanes().map(run, range(lanes)))
         return logits
 
     def _lanes(self) -> ThreadPoolExecutor:
