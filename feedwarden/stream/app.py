@@ -6,10 +6,11 @@ GIL), its records are produced, and only when the broker has acknowledged
 every one of them are the batch's events acked, so Faust can commit their
 offsets: at-least-once, duplicates possible after a crash, nothing lost.
 
-Why `noack_take`: `take()`/`take_events()` ack the buffered events in a
-`finally` when the generator is resumed *or closed*, so a batch interrupted
-by a shutdown or an error would have its offsets committed without its
-decisions. `noack_take` never acks; we do, after the sends.
+Batches are cut by `engine_paced_take` (stream/batching.py): when the engine
+is free, not on a fixed tick. Like Faust's `noack_take` (and unlike `take()`,
+which acks the buffered events in a `finally` when the generator is resumed
+*or closed*, so a batch interrupted by a shutdown or an error would have its
+offsets committed without its decisions) it never acks; we do, after the sends.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feedwarden.stream.acks import AckGuard, hold_flow_until_seek
+from feedwarden.stream.batching import EngineSlot, engine_paced_take
 from feedwarden.stream.health import BrokerProbe, damp_reconnect_noise, exit_after
 from feedwarden.stream.loop import wire_model_loop
 from feedwarden.stream.metrics import Metrics
@@ -111,18 +113,23 @@ class ModerationService:
         self.broker_reachable = True  # kept current by the broker probe task (stream/health.py)
 
     async def handle(
-        self, events: Sequence[EventT], send: Sender, *, turn: Batch | None = None, own: Batch | None = None
+        self, events: Sequence[EventT], send: Sender, *, turn: Batch | None = None, own: Batch | None = None,
+        slot: EngineSlot | None = None,
     ) -> BatchReport:
         """Decide a batch and produce its records; returns once the broker has them all.
 
         Pipelined (see `_wire_agent`): `turn` is the previous batch, whose records
         must be enqueued before ours so partitions keep batch order; `own.enqueued`
-        is set once ours are.
+        is set once ours are. `slot`, held for this batch, is released once it is decided.
         """
-        messages = [_incoming(event) for event in events]
-        loop = asyncio.get_running_loop()
-        moderator = self.moderator  # read once: a hot swap never splits a batch between two bundles
-        report = await loop.run_in_executor(self.executor, moderator.moderate_batch, messages)
+        try:
+            messages = [_incoming(event) for event in events]
+            loop = asyncio.get_running_loop()
+            moderator = self.moderator  # read once: a hot swap never splits a batch between two bundles
+            report = await loop.run_in_executor(self.executor, moderator.moderate_batch, messages)
+        finally:
+            if slot is not None:
+                slot.release()
         if turn is not None:
             await turn.enqueued.wait()
         started = time.perf_counter()
@@ -300,8 +307,8 @@ def _wire_agent(app: faust.App, service: ModerationService) -> None:
     guard = AckGuard(topics.posts)  # only decided posts reach the offset bookkeeping (stream/acks.py)
     hold_flow_until_seek(app)  # and no fetched post is dropped by the recovery's queue clear
 
-    async def decide_and_ack(stream: StreamT, batch: Batch, previous: Batch | None) -> None:
-        await service.handle(batch.events, send, turn=previous, own=batch)
+    async def decide_and_ack(stream: StreamT, batch: Batch, previous: Batch | None, slot: EngineSlot) -> None:
+        await service.handle(batch.events, send, turn=previous, own=batch, slot=slot)
         if previous is not None and previous.done is not None:
             await previous.done  # acks in batch order; a failed predecessor fails us before any ack
         for event in batch.events:
@@ -314,13 +321,14 @@ def _wire_agent(app: faust.App, service: ModerationService) -> None:
         # the broker's acks (and its drift hook runs), the next is taken and
         # decided on the inference thread, so the CPU never idles on the broker.
         guard.install(app.consumer)
-        batches = cast(Stream, stream).noack_take(settings.batch_size, within=settings.batch_wait_s)
+        slot = EngineSlot()  # one per run of the agent: a restarted agent starts with a free engine
+        batches = engine_paced_take(cast(Stream, stream), settings.batch_size, slot, settings.batch_wait_s)
         inflight: deque[Batch] = deque()
         try:
             async for events in batches:
                 batch = Batch(cast(Sequence[EventT], events))
                 batch.done = asyncio.ensure_future(
-                    decide_and_ack(stream, batch, inflight[-1] if inflight else None))
+                    decide_and_ack(stream, batch, inflight[-1] if inflight else None, slot))
                 inflight.append(batch)
                 while len(inflight) >= settings.pipeline_depth:
                     oldest = inflight[0].done

@@ -135,7 +135,8 @@ class Settings:
     bootstrap: str = DEFAULT_BOOTSTRAP
     topics: Topics = field(default_factory=Topics)
     batch_size: int = 256
-    batch_wait_ms: int = 50
+    # How long an idle engine waits for more posts before it takes a batch (stream/batching.py).
+    batch_wait_ms: int = 5
     # Micro-batches in flight: 2 lets one batch wait for the broker's acks while the next is decided.
     pipeline_depth: int = 2
     bundle: Path = field(default_factory=default_bundle_path)
@@ -158,7 +159,7 @@ class Settings:
             if not _HOST_PORT.match(server.strip()) or not 0 < int(server.rsplit(":", 1)[1]) < 65536:
                 raise SettingsError(f"KAFKA_BOOTSTRAP entry {server!r} is not host:port")
         _check_range("FEEDWARDEN_BATCH_SIZE", self.batch_size, 1, 4096)
-        _check_range("FEEDWARDEN_BATCH_WAIT_MS", self.batch_wait_ms, 1, 60_000)
+        _check_range("FEEDWARDEN_BATCH_WAIT_MS", self.batch_wait_ms, 0, 60_000)
         _check_range("FEEDWARDEN_PIPELINE_DEPTH", self.pipeline_depth, 1, 8)
         _check_range("FEEDWARDEN_WEB_PORT", self.web_port, 1, 65535)
         _check_range("FEEDWARDEN_MAX_TEXT_CHARS", self.max_text_chars, 1, MAX_TEXT_CHARS)
@@ -197,7 +198,7 @@ class Settings:
                 dlq=get.text("FEEDWARDEN_TOPIC_DLQ", "posts.dlq"),
             ),
             batch_size=get.integer("FEEDWARDEN_BATCH_SIZE", 256),
-            batch_wait_ms=get.integer("FEEDWARDEN_BATCH_WAIT_MS", 50),
+            batch_wait_ms=get.integer("FEEDWARDEN_BATCH_WAIT_MS", 5),
             pipeline_depth=get.integer("FEEDWARDEN_PIPELINE_DEPTH", 2),
             bundle=Path(get.text("FEEDWARDEN_BUNDLE", str(default_bundle_path()))),
             web_port=get.integer("FEEDWARDEN_WEB_PORT", 6066),

@@ -26,11 +26,11 @@ def test_defaults(env: dict[str, str], tiny_bundle: Bundle) -> None:
         "decisions.badge",
         "posts.dlq",
     )
-    assert (settings.batch_size, settings.batch_wait_ms, settings.web_port) == (256, 50, 6066)
+    assert (settings.batch_size, settings.batch_wait_ms, settings.web_port) == (256, 5, 6066)
     assert (settings.max_text_chars, settings.threads, settings.providers) == (50_000, None, "auto")
     assert settings.bundle == tiny_bundle.path
     assert settings.security == KafkaSecurity()
-    assert settings.batch_wait_s == 0.05
+    assert settings.batch_wait_s == 0.005
 
 
 def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
         ("KAFKA_BOOTSTRAP", "a b:9092", "host:port"),
         ("FEEDWARDEN_BATCH_SIZE", "0", "BATCH_SIZE"),
         ("FEEDWARDEN_BATCH_SIZE", "ten", "not an integer"),
-        ("FEEDWARDEN_BATCH_WAIT_MS", "0", "BATCH_WAIT_MS"),
+        ("FEEDWARDEN_BATCH_WAIT_MS", "-1", "BATCH_WAIT_MS"),
         ("FEEDWARDEN_WEB_PORT", "70000", "WEB_PORT"),
         ("FEEDWARDEN_MAX_TEXT_CHARS", "50001", "MAX_TEXT_CHARS"),
         ("FEEDWARDEN_THREADS", "0", "THREADS"),
