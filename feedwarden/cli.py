@@ -53,6 +53,9 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
     bench.add_argument("--paced-seconds", type=float, help="paced-load duration (default 15; 4 with --quick)")
     bench.add_argument("--paced-rate", type=float,
                        help="paced load in posts/s (default: half the measured end-to-end maximum)")
+    bench.add_argument("--producer-linger-ms", type=int, default=5,
+                       help="the paced producer's linger.ms (default 5, the Kafka producer's default "
+                       "since Apache Kafka 4.0; 0 sends one request per post)")
     bench.add_argument("--source", type=Path, help="JSONL posts with a text field (default: Janitr valid "
                        "texts if ../shared/data is present, else the packaged samples)")
     bench.add_argument("--quick", action="store_true", help="small run (a smoke test)")
@@ -153,7 +156,7 @@ def _bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         posts=args.posts or (300 if args.quick else 5000), batch_size=args.batch_size,
         paced_seconds=args.paced_seconds or (4.0 if args.quick else 15.0),
-        paced_rate=args.paced_rate,
+        paced_rate=args.paced_rate, producer_linger_ms=args.producer_linger_ms,
         engine_repeats=1 if args.quick else 2, source=args.source, as_json=args.json,
     )
     return bench(options)

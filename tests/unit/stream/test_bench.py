@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 
-from feedwarden.stream.bench import BenchResult, _batch_metrics
+from feedwarden.stream.bench import BenchResult, _batch_metrics, steady_rate
 from feedwarden.stream.metrics import Metrics
 
 
@@ -19,3 +20,11 @@ def test_batch_count_and_stage_time_are_read_from_the_exposition() -> None:
     assert stages == {"infer": 0.75, "produce": 0.25}
     line = BenchResult(64, 138, 2.0, batches, stages).describe()
     assert "69 posts/s" in line and "mean 46.0 posts" in line and "infer 75%, produce 25%" in line
+
+
+def test_throughput_skips_the_first_tenth_of_the_decisions() -> None:
+    # 10 decisions at t=0 (a small first batch), then 100 per second up to 1010.
+    arrivals = [(0.0, 10)] + [(1.0 + k, 10 + 100 * (k + 1)) for k in range(10)]
+    # From the arrival that reaches 10% (101 of 1010: t=1, 110 seen) to the last (t=10).
+    assert steady_rate(arrivals) == pytest.approx((1010 - 110) / 9.0)
+    assert steady_rate(arrivals, skip=0.0) == pytest.approx(1000 / 10.0)
