@@ -4,8 +4,10 @@ Faust's `take(n, within=t)` cuts the buffer on a fixed tick. Under a paced load
 that is the wrong clock twice over: an idle engine leaves posts waiting for
 the tick, and a busy one receives a small batch at every tick, queued behind
 the batch it is running; small batches pad more per post, so the engine
-falls further behind. Measured on the paced bench (336 posts/s, half the
-maximum): batches of 39 posts, inference busy 86% of the time, p99 932 ms.
+falls further behind. On the paced bench at half the maximum (~330 posts/s,
+2 cores shared with the broker and the bench), with a 50 ms tick: batches of
+22 posts, p50 150-165 ms, p99 241-283 ms; taken at the engine's pace: 15
+posts, p50 121-124 ms, p99 189-227 ms (README, "Performance").
 
 `engine_paced_take` instead cuts the buffer when it is full, or when the
 engine has no batch and the buffer holds something (after `gather_s`, for the
