@@ -32,11 +32,11 @@ from faust.types import ChannelT, EventT
 
 
 class EngineSlot:
-    """How many batches the engine holds; wakes the taker when it lets the last one go."""
+    """How many batches the engine holds; `wake` is set when it lets the last one go."""
 
     def __init__(self) -> None:
         self.batches = 0
-        self.freed = asyncio.Event()
+        self.wake = asyncio.Event()  # the taker also sets it on arrivals and on a full buffer
 
     @property
     def idle(self) -> bool:
@@ -48,7 +48,7 @@ class EngineSlot:
     def release(self) -> None:
         self.batches -= 1
         if self.batches == 0:
-            self.freed.set()
+            self.wake.set()
 
 
 async def engine_paced_take(
@@ -62,7 +62,7 @@ async def engine_paced_take(
     buffer: list[EventT] = []
     full = asyncio.Event()
     consumed = asyncio.Event()
-    wake = slot.freed  # set on release, on arrival at an idle engine, and on a full buffer
+    wake = slot.wake
     enable_acks = stream.enable_acks
 
     async def add_to_buffer(value: Any) -> Any:

@@ -112,6 +112,6 @@ def test_the_slot_counts_batches_and_signals_the_last_release() -> None:
     slot.hold()
     slot.hold()
     slot.release()
-    assert not slot.idle and not slot.freed.is_set()
+    assert not slot.idle and not slot.wake.is_set()
     slot.release()
-    assert slot.idle and slot.freed.is_set()
+    assert slot.idle and slot.wake.is_set()
