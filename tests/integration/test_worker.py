@@ -130,15 +130,17 @@ async def _crash_and_takeover(bootstrap: str, topics: Topics, bundle: Bundle, tm
     assert set(by_id) == ids, "a decision for every valid post and for nothing else"
     duplicates = sum(by_id.values()) - len(by_id)
 
-    # Every non-allow decision record has a byte-identical copy on its action's topic. Records,
-    # not post ids: a redelivered post may be decided again in another batch, and a model with
-    # dynamic int8 quantization can then score it slightly differently.
+    # Every copy on an action's topic is byte-identical to a decision record of that action, and
+    # every post decided with that action has a copy. Not every record: a decision and its copy
+    # go in separate produce requests, so a SIGKILL between them leaves that record without its
+    # copy (no transactions on Tansu); the post is then decided again, copy and all.
     for action, topic in (("hide", topics.hide), ("warn", topics.warn), ("badge", topics.badge)):
         copies = {value for _, value in seen.records[topic]}
         originals = {
             value for _, value in seen.records[topics.decisions] if orjson.loads(value)["action"] == action
         }
-        assert copies == originals, action
+        assert copies <= originals, action
+        assert _post_ids(copies) == _post_ids(originals), action
     final = {record["post_id"]: record["action"] for record in decisions}
     redecided = {r["post_id"] for r in decisions if r["action"] != final[r["post_id"]]}
 
@@ -211,3 +213,7 @@ async def _graceful_restart(bootstrap: str, topics: Topics, bundle: Bundle, tmp_
     repeated = len(ids) - len(set(ids))
     print(f"\ngraceful restart: {repeated} posts decided again")
     assert repeated <= BATCH_SIZE, "a clean stop repeats at most the batch in hand"
+
+
+def _post_ids(records: set[bytes]) -> set[str]:
+    return {orjson.loads(value)["post_id"] for value in records}
