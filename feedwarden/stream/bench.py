@@ -229,11 +229,11 @@ def _broker_phases(
         _wait_ready(url, worker)
         rss.mark("ready")
         say(f"worker pid {worker.pid} ready; RSS {rss.current_mib():.0f} MiB; draining the backlog")
-        cpu = {"worker": _cpu_seconds(worker.pid), "broker": _cpu_seconds(broker.process.pid)}
+        pids = {"worker": worker.pid, "broker": broker.process.pid}
+        cpu_before = _cpu_now(pids)
         arrivals, ends = asyncio.run(_drain(settings, len(backlog), say))
         n = arrivals[-1][1]
-        cpu = {k: round(1000 * (_cpu_seconds(pid) - cpu[k]) / n, 3)
-               for k, pid in (("worker", worker.pid), ("broker", broker.process.pid))}
+        cpu = _cpu_ms_per_post(cpu_before, _cpu_now(pids), n)
         before = _counted(url, n)
         rate = steady_rate(arrivals)
         report.end_to_end = {"posts_per_second": round(rate, 1), "posts": n,
@@ -247,12 +247,10 @@ def _broker_phases(
         paced = [_with_id(payloads[n % len(payloads)], f"p{n}") for n in range(count)]
         say(f"paced load: {count} posts at {paced_rate:.0f}/s "
             f"({paced_rate / rate:.0%} of the end-to-end maximum)")
-        cpu = {"worker": _cpu_seconds(worker.pid), "broker": _cpu_seconds(broker.process.pid),
-               "bench": time.process_time()}
+        pids["bench"] = os.getpid()
+        cpu_before = _cpu_now(pids)
         latencies = asyncio.run(_paced(settings, paced, paced_rate, ends, say, options.producer_linger_ms))
-        cpu = {k: round(1000 * (now - cpu[k]) / count, 3) for k, now in (
-            ("worker", _cpu_seconds(worker.pid)), ("broker", _cpu_seconds(broker.process.pid)),
-            ("bench", time.process_time()))}
+        cpu = _cpu_ms_per_post(cpu_before, _cpu_now(pids), count)
         after = _counted(url, n + count)
         report.latency = _latency_summary(latencies, paced_rate, count) | {
             "share_of_maximum": round(paced_rate / rate, 3),
@@ -261,6 +259,14 @@ def _broker_phases(
         report.latency["paced_batches"] = _stage_profile(after, before)
         rss.mark("end")
         report.rss = rss.summary()
+
+
+def _cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    return {who: _cpu_seconds(pid) for who, pid in pids.items()}
+
+
+def _cpu_ms_per_post(before: dict[str, float], after: dict[str, float], posts: int) -> dict[str, float]:
+    return {who: round(1000 * (after[who] - before[who]) / posts, 3) for who in before}
 
 
 def _cpu_seconds(pid: int) -> float:
