@@ -6,10 +6,18 @@ the budget with probability at most BinomCDF(k; n, budget) (order statistics
 of exchangeable scores). We allow the largest `k` keeping that below
 1 - confidence; where `n` is too small for any guarantee the empirical FPR is
 used instead and the rule is marked `guaranteed: false`.
+
+A budget must also hold within each source of calib negatives that is large
+enough to measure it (at least 1/budget negatives), not only on the pool:
+base-rate calib is mostly easy presumed-clean posts, and a threshold letting 8
+of Janitr's 158 calib negatives through (5%) met 2% on the pool yet gave 4.3%
+on Janitr valid. Within a source the empirical FPR is capped (k = floor(budget
+x n)): an order-statistic bound on 158 negatives would allow none at all.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +31,12 @@ MIN_POSITIVES_FOR_F1 = 10
 FALLBACK_THRESHOLD = 0.3
 TOPIC_THRESHOLD_RANGE = (0.15, 0.85)
 BOOTSTRAPS = 200
+
+
+def round_up(threshold: float) -> float:
+    """Six decimals for the policy file, rounded up: rounding a budget's threshold down
+    would let through the negative it was placed just above."""
+    return math.ceil(threshold * 1e6 - 1e-6) / 1e6
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -84,11 +98,12 @@ class ThresholdChoice:
 
 
 def budget_threshold(
-    scores: np.ndarray, targets: np.ndarray, budget: float, confidence: float
+    scores: np.ndarray, targets: np.ndarray, budget: float, confidence: float | None
 ) -> ThresholdChoice:
-    """The lowest threshold letting through no more calib negatives than the budget allows."""
+    """The lowest threshold letting through no more calib negatives than the budget allows
+    (at `confidence`, or the empirical rate with None)."""
     negative = np.sort(scores[targets < 0.5])[::-1]
-    k = allowed_false_positives(len(negative), budget, confidence)
+    k = None if confidence is None else allowed_false_positives(len(negative), budget, confidence)
     guaranteed = k is not None
     if k is None:
         k = int(np.floor(budget * len(negative)))
@@ -96,6 +111,36 @@ def budget_threshold(
         return ThresholdChoice(0.0, guaranteed, k, len(negative))
     threshold = float(np.nextafter(negative[k], np.float64(np.inf)))
     return ThresholdChoice(min(1.0, threshold), guaranteed, k, len(negative))
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The lowest threshold meeting a budget on the pool (`pool`, with its guarantee) and
+    within every domain large enough to measure it (`domains`: source -> threshold)."""
+
+    threshold: float
+    pool: ThresholdChoice
+    domains: dict[str, float]
+
+    @property
+    def binding(self) -> str:
+        """The domain that set the threshold, or "pool"."""
+        domain = max(self.domains, key=self.domains.__getitem__, default=None)
+        return domain if domain and self.domains[domain] > self.pool.threshold else "pool"
+
+
+def domain_floor(
+    scores: np.ndarray, targets: np.ndarray, domains: np.ndarray, budget: float, confidence: float
+) -> Floor:
+    """The budget's threshold on all rows (at `confidence`), raised to meet the budget's
+    empirical rate within every domain (source) holding at least 1/budget negatives."""
+    pool = budget_threshold(scores, targets, budget, confidence)
+    within = {}
+    for domain in np.unique(domains):
+        rows = domains == domain
+        if (targets[rows] < 0.5).sum() * budget >= 1:
+            within[str(domain)] = budget_threshold(scores[rows], targets[rows], budget, None).threshold
+    return Floor(max([pool.threshold, *within.values()]), pool, within)
 
 
 def f1_threshold(
@@ -120,32 +165,42 @@ def f1_threshold(
 
 
 def safety_thresholds(
-    scores: np.ndarray, targets: np.ndarray, budget: float, hide_budget: float, confidence: float
+    scores: np.ndarray,
+    targets: np.ndarray,
+    domains: np.ndarray,
+    budget: float,
+    hide_budget: float,
+    confidence: float,
 ) -> tuple[dict[str, float], dict[str, object]]:
-    """warn: the best-F1 threshold among those meeting the FPR budget; with too few calib
-    positives for an F1 estimate, the budget's threshold but at least FALLBACK_THRESHOLD.
-    hide: meeting `hide_budget`, and never below warn."""
-    warn_floor = budget_threshold(scores, targets, budget, confidence)
+    """warn: the best-F1 threshold, raised to the FPR budget's floor (`domain_floor`);
+    with too few calib positives for an F1 estimate, the floor but at least
+    FALLBACK_THRESHOLD. hide: the floor of `hide_budget`, and never below warn.
+    `domains` names each row's source."""
+    warn_floor = domain_floor(scores, targets, domains, budget, confidence)
     if targets.sum() >= MIN_POSITIVES_FOR_F1:
-        warn = f1_threshold(scores, targets, lower=warn_floor.threshold)
+        warn = max(f1_threshold(scores, targets), warn_floor.threshold)
     else:
         warn = max(warn_floor.threshold, FALLBACK_THRESHOLD)
-    hide_choice = budget_threshold(scores, targets, hide_budget, confidence)
-    hide = max(hide_choice.threshold, warn)
+    hide_floor = domain_floor(scores, targets, domains, hide_budget, confidence)
+    hide = max(hide_floor.threshold, warn)
     info = {
         "fpr_budget": budget,
         "hide_fpr_budget": hide_budget,
-        "guaranteed": warn_floor.guaranteed,
-        "hide_guaranteed": hide_choice.guaranteed,
+        "guaranteed": warn_floor.pool.guaranteed,
+        "hide_guaranteed": hide_floor.pool.guaranteed,
         "confidence": confidence,
-        "calib_negatives": warn_floor.negatives,
+        "calib_negatives": warn_floor.pool.negatives,
         "calib_positives": int(targets.sum()),
-        "allowed_false_positives": warn_floor.allowed_fp,
-        "warn_rule": "best F1 within budget"
+        "allowed_false_positives": warn_floor.pool.allowed_fp,
+        "warn_floor": round_up(warn_floor.threshold),
+        "warn_floor_set_by": warn_floor.binding,
+        "domain_warn_floors": {d: round_up(t) for d, t in warn_floor.domains.items()},
+        "hide_floor_set_by": hide_floor.binding,
+        "warn_rule": "best F1, at least the budget's floor"
         if targets.sum() >= MIN_POSITIVES_FOR_F1
         else f"budget, p >= {FALLBACK_THRESHOLD}",
     }
-    return {"hide": round(hide, 6), "warn": round(warn, 6)}, info
+    return {"hide": round_up(hide), "warn": round_up(warn)}, info
 
 
 def topic_threshold(scores: np.ndarray, targets: np.ndarray) -> float:

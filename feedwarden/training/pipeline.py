@@ -224,6 +224,7 @@ def fit_policy(
 ) -> tuple[dict[str, tuple[float, float]], Policy, dict[str, Any]]:
     """Platt per label, then thresholds per label, all on calib."""
     targets, mask = view.targets(rows)
+    sources = np.array([row.source for row in rows])
     calibration = cal.calibrate_all(logits, targets, mask, view.labels)
     probs = apply_calibration(logits, view, calibration)
     rules, info = {}, {}
@@ -234,7 +235,7 @@ def fit_policy(
             budget = FPR_BUDGETS.get(label, DEFAULT_FPR_BUDGET)
             hide_budget = HIDE_FPR_BUDGETS.get(label, budget * config.hide_budget_ratio)
             thresholds, info[label] = cal.safety_thresholds(
-                scores, truth, budget, hide_budget, config.confidence
+                scores, truth, sources[chosen], budget, hide_budget, config.confidence
             )
             rules[label] = Rule(label, "safety", thresholds, TIERS.get(label, "standard"), budget)
         else:

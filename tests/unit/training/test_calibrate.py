@@ -7,9 +7,11 @@ from scipy.stats import binom
 from feedwarden.training.calibrate import (
     allowed_false_positives,
     budget_threshold,
+    domain_floor,
     expected_calibration_error,
     f1_threshold,
     fit_platt,
+    round_up,
     safety_thresholds,
     sigmoid,
     topic_threshold,
@@ -49,10 +51,41 @@ def test_safety_thresholds_keep_hide_above_warn() -> None:
     rng = np.random.default_rng(1)
     scores = np.concatenate([rng.beta(2, 8, 2000), rng.beta(8, 2, 60)])
     targets = np.concatenate([np.zeros(2000), np.ones(60)])
-    thresholds, info = safety_thresholds(scores, targets, 0.02, 0.005, 0.9)
+    thresholds, info = safety_thresholds(scores, targets, np.full(len(scores), "one"), 0.02, 0.005, 0.9)
     assert thresholds["hide"] >= thresholds["warn"]
     assert (scores[:2000] >= thresholds["warn"]).mean() <= 0.02
     assert info["guaranteed"] is True
+
+
+def test_the_budget_holds_within_each_domain_not_only_on_the_pool() -> None:
+    # 2000 easy negatives dilute 200 hard ones: 2% of the pool would let 44 hard
+    # negatives (22%) through; the floor lets through floor(2% x 200) = 4 of them.
+    rng = np.random.default_rng(3)
+    easy, hard, positive = rng.uniform(0.0, 0.2, 2000), rng.uniform(0.1, 0.9, 200), rng.uniform(0.5, 1, 40)
+    scores = np.concatenate([easy, hard, positive])
+    targets = np.concatenate([np.zeros(2200), np.ones(40)])
+    domains = np.array(["easy"] * 2000 + ["hard"] * 200 + ["easy"] * 20 + ["hard"] * 20)
+    floor = domain_floor(scores, targets, domains, 0.02, 0.9)
+    assert floor.pool.guaranteed and (scores[:2200] >= floor.pool.threshold).sum() == floor.pool.allowed_fp
+    assert (scores[2000:2200] >= floor.threshold).sum() == 4
+    assert floor.binding == "hard"
+    assert domain_floor(scores, targets, np.full(len(scores), "easy"), 0.02, 0.9).binding == "pool"
+
+
+def test_a_domain_too_small_to_measure_the_budget_sets_no_floor() -> None:
+    scores = np.concatenate([np.linspace(0, 0.5, 1000), np.linspace(0.5, 0.99, 49)])
+    targets = np.zeros(1049)
+    domains = np.array(["big"] * 1000 + ["small"] * 49)  # 49 x 2% < 1 false positive
+    floor = domain_floor(scores, targets, domains, 0.02, 0.9)
+    assert set(floor.domains) == {"big"}
+    assert floor.threshold == floor.pool.threshold
+
+
+def test_thresholds_round_up_so_the_negative_below_stays_out() -> None:
+    negative = float(np.float32(0.46946012))  # a score as the engine computes it
+    threshold = budget_threshold(np.array([negative, 0.1]), np.zeros(2), 0.4, None).threshold
+    assert negative < threshold and negative < round_up(threshold) and round(threshold, 6) <= negative
+    assert round_up(0.57) == 0.57
 
 
 def test_topic_threshold_is_clamped_and_falls_back() -> None:
@@ -72,7 +105,7 @@ def test_ece_is_zero_for_perfect_calibration() -> None:
 def test_few_positive_labels_warn_no_lower_than_the_fallback() -> None:
     scores = np.concatenate([np.linspace(0, 0.1, 1000), [0.3, 0.9]])
     targets = np.concatenate([np.zeros(1000), np.ones(2)])
-    thresholds, info = safety_thresholds(scores, targets, 0.02, 0.005, 0.9)
+    thresholds, info = safety_thresholds(scores, targets, np.full(len(scores), "one"), 0.02, 0.005, 0.9)
     assert thresholds["warn"] == 0.3
     assert info["warn_rule"] == "budget, p >= 0.3"
 
