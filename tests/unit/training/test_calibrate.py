@@ -81,6 +81,15 @@ def test_a_domain_too_small_to_measure_the_budget_sets_no_floor() -> None:
     assert floor.threshold == floor.pool.threshold
 
 
+def test_wide_budgets_are_not_capped_per_domain() -> None:
+    scores = np.concatenate([np.linspace(0, 0.2, 1000), np.linspace(0.1, 0.9, 100)])
+    targets = np.zeros(1100)
+    domains = np.array(["easy"] * 1000 + ["hard"] * 100)
+    assert domain_floor(scores, targets, domains, 0.05, 0.9).binding == "hard"
+    wide = domain_floor(scores, targets, domains, 0.25, 0.9)
+    assert wide.domains == {} and wide.threshold == wide.pool.threshold
+
+
 def test_thresholds_round_up_so_the_negative_below_stays_out() -> None:
     negative = float(np.float32(0.46946012))  # a score as the engine computes it
     threshold = budget_threshold(np.array([negative, 0.1]), np.zeros(2), 0.4, None).threshold
