@@ -236,6 +236,7 @@ def create_app(
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         broker_commit_interval=settings.commit_interval_s,  # Faust's default 2.8 s
+        producer_linger=settings.producer_linger_ms / 1000.0,  # Faust's default 0
         topic_partitions=settings.partitions,
         topic_disable_leader=True,
         web_enabled=True,

@@ -31,6 +31,7 @@ def test_defaults(env: dict[str, str], tiny_bundle: Bundle) -> None:
     assert settings.bundle == tiny_bundle.path
     assert settings.security == KafkaSecurity()
     assert settings.batch_wait_s == 0.005
+    assert settings.producer_linger_ms == 5
 
 
 def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
@@ -48,6 +49,7 @@ def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
             "FEEDWARDEN_TOPIC_DLQ": "dead",
             "FEEDWARDEN_BATCH_SIZE": "128",
             "FEEDWARDEN_BATCH_WAIT_MS": "20",
+            "FEEDWARDEN_PRODUCER_LINGER_MS": "0",
             "FEEDWARDEN_WEB_PORT": "7000",
             "FEEDWARDEN_MAX_TEXT_CHARS": "1000",
             "FEEDWARDEN_THREADS": "2",
@@ -78,6 +80,7 @@ def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
         6,
     )
     assert (settings.session_timeout_s, settings.commit_interval_s) == (6.0, 0.5)
+    assert settings.producer_linger_ms == 0
     assert settings.security == KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "u", "secret", ca)
     assert settings.security.uses_tls
     assert "secret" not in repr(settings)
@@ -92,6 +95,7 @@ def test_every_variable_is_read(env: dict[str, str], tmp_path: Path) -> None:
         ("FEEDWARDEN_BATCH_SIZE", "0", "BATCH_SIZE"),
         ("FEEDWARDEN_BATCH_SIZE", "ten", "not an integer"),
         ("FEEDWARDEN_BATCH_WAIT_MS", "-1", "BATCH_WAIT_MS"),
+        ("FEEDWARDEN_PRODUCER_LINGER_MS", "1001", "PRODUCER_LINGER_MS"),
         ("FEEDWARDEN_WEB_PORT", "70000", "WEB_PORT"),
         ("FEEDWARDEN_MAX_TEXT_CHARS", "50001", "MAX_TEXT_CHARS"),
         ("FEEDWARDEN_THREADS", "0", "THREADS"),
