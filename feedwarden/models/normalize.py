@@ -29,6 +29,8 @@ _LETTER_OF = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
 )
 _LEET_CHARS = frozenset("013457@$!")
+# A space-delimited token holding a leet character: the only tokens `_word` may rewrite.
+_LEET_TOKEN = re.compile("[^ ]*[013457@$!][^ ]*")
 # Zero-width space, word joiner, invisible operators, BOM, soft hyphen; not the
 # zero-width (non-)joiners, which hold emoji sequences and some scripts together.
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b\u2060-\u2064\ufeff]")
@@ -49,9 +51,10 @@ class Deobfuscator:
     def __call__(self, text: str) -> str:
         text = _INVISIBLE.sub("", _fold_letters(text))
         text = _SPACED.sub(self._joined, text)
-        if not _LEET_CHARS.intersection(text):
-            return text
-        return " ".join(self._word(token) for token in text.split(" "))
+        return _LEET_TOKEN.sub(self._word_of, text)
+
+    def _word_of(self, match: re.Match[str]) -> str:
+        return self._word(match.group(0))
 
     def _joined(self, match: re.Match[str]) -> str:
         word = match.group(0).replace(" ", "")
@@ -73,8 +76,10 @@ class Deobfuscator:
 
 def _fold_letters(text: str) -> str:
     """NFKC for letters and digits only: styled, full-width and ligature forms become plain,
-    while punctuation and symbols ("…", "？", "™") keep the form the model was trained on."""
-    if text.isascii():
+    while punctuation and symbols ("…", "？", "™") keep the form the model was trained on.
+    An NFKC-normal text has no letter or digit to fold (every one of the 3,727 that NFKC
+    changes makes its text non-normal), so most posts with emoji skip the per-character pass."""
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):
         return text
     return "".join(
         unicodedata.normalize("NFKC", c) if unicodedata.category(c)[0] in "LN" else c for c in text
