@@ -176,9 +176,10 @@ class Engine:
     def score(self, texts: Sequence[str]) -> Scores:
         return self.score_encoded(self.tokenize(texts))
 
-    def score_encoded(self, encodings: Sequence[Encoding]) -> Scores:
-        """Calibrated probabilities; rows return in input order."""
-        raw = self.logits_encoded(encodings)
+    def score_encoded(self, encodings: Sequence[Encoding], *, alone: bool = False) -> Scores:
+        """Calibrated probabilities; rows return in input order. `alone`: one post per graph
+        run, the shape whose scores no batch neighbour or padding can move."""
+        raw = self.logits_encoded(encodings, alone=alone)
         probs = {head: _sigmoid(raw[head] * self._a[head] + self._b[head]) for head in raw}
         return Scores(self.labels, probs)
 
@@ -186,13 +187,14 @@ class Engine:
         """Raw (uncalibrated) logits, for re-fitting the calibration (`Scores.probs` holds logits)."""
         return Scores(self.labels, self.logits_encoded(self.tokenize(texts)))
 
-    def logits_encoded(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
-        """Run the graph over length-sorted batches; raw logits per head, rows in input order."""
+    def logits_encoded(self, encodings: Sequence[Encoding], *, alone: bool = False) -> dict[str, np.ndarray]:
+        """Run the graph over length-sorted batches (of one post each if `alone`); raw logits
+        per head, rows in input order."""
         heads = self.bundle.manifest.heads
         n = len(encodings)
         logits = {h.name: np.empty((n, len(h.labels)), np.float32) for h in heads}
         order = sorted(range(n), key=lambda i: len(encodings[i].ids))
-        size = self.batch_size or graph_run_size(n)
+        size = 1 if alone else self.batch_size or graph_run_size(n)
         batches = [order[start : start + size] for start in range(0, n, size)]
 
         names = [h.output for h in heads]

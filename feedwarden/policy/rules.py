@@ -3,6 +3,7 @@
 An action fires for a label when its score is at or above that action's
 threshold. A label's action is the most severe one that fires; a post's
 action the most severe over its labels (hide > warn > badge > allow).
+Scores are reported to SCORE_DECIMALS decimals.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ import numpy as np
 ACTIONS = ("allow", "badge", "warn", "hide")  # least to most severe
 SEVERITY = {action: rank for rank, action in enumerate(ACTIONS)}
 TIERS = ("critical", "standard", "informational")
+
+
+SCORE_DECIMALS = 3
+# A post's scores differ by up to ~3e-7 between batch compositions (onnxruntime takes
+# other kernels for other shapes). A score this close to one of its label's thresholds,
+# or a reported score this close to a rounding midpoint, could decide or print
+# differently in another batch: `Policy.ambiguous` names such posts, which are then
+# scored alone (stream/topology.py: Scorer.decide).
+AMBIGUITY_MARGIN = 2e-6
 
 
 class PolicyError(ValueError):
@@ -150,7 +160,7 @@ class Policy:
                 continue
             fired = rule.action_for(float(scores[label]))
             if fired is not None:
-                hits.append(LabelHit(label, rule.head, float(scores[label]), fired[1], fired[0]))
+                hits.append(LabelHit(label, rule.head, _reported(scores[label]), fired[1], fired[0]))
         return _decision(hits)
 
     def decide_batch(self, labels: Sequence[str], probs: np.ndarray) -> list[Decision]:
@@ -172,8 +182,29 @@ class Policy:
             for i in np.flatnonzero(col >= rule.lowest_threshold):
                 fired = rule.action_for(float(col[i]))
                 assert fired is not None
-                per_post[i].append(LabelHit(label, rule.head, float(col[i]), fired[1], fired[0]))
+                per_post[i].append(LabelHit(label, rule.head, _reported(col[i]), fired[1], fired[0]))
         return [_decision(hits) for hits in per_post]
+
+    def ambiguous(self, labels: Sequence[str], probs: np.ndarray) -> np.ndarray:
+        """Rows with a score within AMBIGUITY_MARGIN of one of its label's thresholds, or
+        a firing score within it of a rounding midpoint of its reported value."""
+        probs = np.asarray(probs, dtype=np.float64)
+        near = np.zeros(probs.shape[0], bool)
+        scale = 10.0**SCORE_DECIMALS
+        for j, label in enumerate(labels):
+            rule = self.rules.get(label)
+            if rule is None:
+                continue
+            col = probs[:, j]
+            for threshold in rule.thresholds.values():
+                near |= np.abs(col - threshold) < AMBIGUITY_MARGIN
+            midpoint = np.abs(col * scale - np.floor(col * scale) - 0.5) < AMBIGUITY_MARGIN * scale
+            near |= midpoint & (col >= rule.lowest_threshold)
+        return near
+
+
+def _reported(score: float) -> float:
+    return round(float(score), SCORE_DECIMALS)
 
 
 def _decision(hits: Iterable[LabelHit]) -> Decision:

@@ -39,7 +39,7 @@ def score_lines(
                 "action": decision.action,
                 "scores": {label: round(float(p), 6) for label, p in zip(scored.labels, probs, strict=True)},
                 "labels": [
-                    {"label": h.label, "head": h.head, "score": round(h.score, 6),
+                    {"label": h.label, "head": h.head, "score": h.score,
                      "threshold": h.threshold, "action": h.action}
                     for h in decision.labels
                 ],

@@ -136,7 +136,7 @@ def encode_decision(
                 {
                     "label": hit.label,
                     "head": hit.head,
-                    "score": round(hit.score, 6),
+                    "score": hit.score,
                     "threshold": hit.threshold,
                     "action": hit.action,
                 }

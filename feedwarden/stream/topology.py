@@ -110,6 +110,10 @@ class Scorer:
             return Scored({}, (), np.zeros((0, 0), np.float32))
         started = time.perf_counter()
         labels, probs = self.engine.score_encoded(list(encodings.values())).flat()
+        ambiguous = np.flatnonzero(self.policy.ambiguous(labels, probs))
+        if ambiguous.size:  # a score its batch could have moved across a boundary: score alone
+            alone = [list(encodings.values())[i] for i in ambiguous]
+            probs[ambiguous] = self.engine.score_encoded(alone, alone=True).flat()[1]
         stage_seconds["infer"] = time.perf_counter() - started
         started = time.perf_counter()
         decisions = self.policy.decide_batch(labels, probs)

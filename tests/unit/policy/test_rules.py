@@ -165,3 +165,21 @@ def test_decide_batch_agrees_with_decide(probs: np.ndarray) -> None:
         assert decision.action == max(
             (h.action for h in decision.labels), key=SEVERITY.__getitem__, default="allow"
         )
+
+
+def test_ambiguous_rows_are_near_a_threshold_or_a_reported_rounding_midpoint() -> None:
+    rows = [
+        scores(scam=0.3),  # clear of everything
+        scores(scam=0.7 - 1e-6),  # just under warn
+        scores(spam=0.4 + 1e-6),  # just over badge
+        scores(scam=0.8125),  # fires, and 0.8125 is a 3-decimal rounding midpoint
+        scores(scam=0.3125),  # a midpoint, but scam does not fire: not reported, not ambiguous
+        scores(topic_crypto=0.8126),  # fires, clear of the midpoint
+    ]
+    probs = np.array([[row[label] for label in LABELS] for row in rows])
+    assert POLICY.ambiguous(LABELS, probs).tolist() == [False, True, True, True, False, False]
+
+
+def test_scores_are_reported_to_three_decimals() -> None:
+    (hit,) = POLICY.decide(scores(promo=0.7123456)).labels
+    assert hit.score == 0.712

@@ -130,7 +130,7 @@ def test_random_json_never_raises(value: Any) -> None:
 
 
 def test_decision_record_follows_the_contract() -> None:
-    hit = LabelHit("scam", "safety", 0.91234567, 0.9, "hide")
+    hit = LabelHit("scam", "safety", 0.912, 0.9, "hide")
     record = orjson.loads(
         encode_decision(
             "p1",
@@ -145,7 +145,7 @@ def test_decision_record_follows_the_contract() -> None:
         "post_id": "p1",
         "action": "hide",
         "labels": [
-            {"label": "scam", "head": "safety", "score": 0.912346, "threshold": 0.9, "action": "hide"}
+            {"label": "scam", "head": "safety", "score": 0.912, "threshold": 0.9, "action": "hide"}
         ],
         "model": {"safety": "v1", "topic": "v1"},
         "policy_version": "pv",
