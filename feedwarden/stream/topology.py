@@ -109,10 +109,11 @@ class Scorer:
         if not encodings:
             return Scored({}, (), np.zeros((0, 0), np.float32))
         started = time.perf_counter()
-        labels, probs = self.engine.score_encoded(list(encodings.values())).flat()
+        encoded = list(encodings.values())
+        labels, probs = self.engine.score_encoded(encoded).flat()
         ambiguous = np.flatnonzero(self.policy.ambiguous(labels, probs))
         if ambiguous.size:  # a score its batch could have moved across a boundary: score alone
-            alone = [list(encodings.values())[i] for i in ambiguous]
+            alone = [encoded[i] for i in ambiguous]
             probs[ambiguous] = self.engine.score_encoded(alone, alone=True).flat()[1]
         stage_seconds["infer"] = time.perf_counter() - started
         started = time.perf_counter()
