@@ -153,7 +153,7 @@ class Settings:
     session_timeout_s: float = 30.0
     # How often Faust commits the acked offsets. A crashed worker's decided but uncommitted posts
     # are decided again by whoever takes its partitions: about this many seconds of its throughput.
-    commit_interval_s: float = 1.0
+    commit_interval_s: float = 0.5
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     drift: DriftSettings = field(default_factory=DriftSettings)
 
@@ -214,7 +214,7 @@ class Settings:
             group_id=get.text("FEEDWARDEN_GROUP_ID", "feedwarden"),
             partitions=get.integer("FEEDWARDEN_PARTITIONS", 1),
             session_timeout_s=get.number("FEEDWARDEN_SESSION_TIMEOUT_S", 30.0),
-            commit_interval_s=get.number("FEEDWARDEN_COMMIT_INTERVAL_S", 1.0),
+            commit_interval_s=get.number("FEEDWARDEN_COMMIT_INTERVAL_S", 0.5),
             security=KafkaSecurity(
                 protocol=get.text("FEEDWARDEN_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
                 sasl_mechanism=get.optional_text("FEEDWARDEN_KAFKA_SASL_MECHANISM"),

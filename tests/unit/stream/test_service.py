@@ -137,7 +137,7 @@ def test_recent_ids_are_bounded() -> None:
 def test_app_is_not_ready_before_joining_its_group(tiny_bundle: Bundle) -> None:
     app = create_app(Settings(bundle=tiny_bundle.path, providers="cpu", web_port=16099))
     service: ModerationService = app.moderation  # type: ignore[attr-defined]
-    assert app.conf.broker_commit_interval == 1.0  # the settings' commit interval, not Faust's 2.8 s
+    assert app.conf.broker_commit_interval == 0.5  # the settings' commit interval, not Faust's 2.8 s
     assert app.conf.producer_linger == 0.005  # the settings' linger, not Faust's 0
     assert not service.ready(app)
     service.joined_group = True
