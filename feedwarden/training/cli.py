@@ -49,17 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     train.set_defaults(handler=_train)
 
     recal = subparsers.add_parser(
-        "recalibrate", help="refit calibration and thresholds of a finished run on current calib data"
+        "recalibrate",
+        help="refit calibration and thresholds of a finished run on its own calib split (the run's settings)",
     )
     recal.add_argument("--out", type=Path, default=Path("artifacts/run"), help="the run directory")
     recal.add_argument("--data", type=Path, default=None)
-    recal.add_argument("--tiny", action="store_true")
-    recal.add_argument("--max-length", type=int, default=None)
     recal.add_argument("--release", action="store_true", help="release the bundle if its gates pass")
     recal.add_argument(
         "--variant", choices=("auto", "int8", "fp32"), default=None, help="force a graph variant"
     )
-    recal.set_defaults(handler=_recalibrate, epochs=None, max_steps=None, seeds=None, time_budget_min=None)
+    recal.set_defaults(handler=_recalibrate)
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate a bundle on the validation set")
     evaluate.add_argument("bundle", type=Path)
@@ -106,10 +105,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _recalibrate(args: argparse.Namespace) -> int:
-    from feedwarden.training.pipeline import recalibrate
+    from feedwarden.training.pipeline import recalibrate, run_config
 
     _logging()
-    bundle = recalibrate(_config(args), args.data or data_root(), args.out)
+    config = run_config(args.out).with_overrides(variant=args.variant)
+    bundle = recalibrate(config, args.data or data_root(), args.out)
     print(f"recalibrated bundle {bundle.version} at {bundle.path}")
     return _publish(bundle.path, allow_failing=False) if args.release else 0
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from feedwarden.training.mixing import MixConfig
@@ -56,6 +57,21 @@ class PipelineConfig:
             min_support=5,
             mix=MixConfig(floor=10, cap=200, clean_rows=150, hard_negative_share=0.5),
         )
+
+    @classmethod
+    def from_dict(cls, recorded: Mapping[str, Any] | None) -> PipelineConfig:
+        """The settings a run or bundle recorded (`to_dict`; a manifest's `metrics.config`).
+        They fix the corpus splits, so calib and valid never hold the run's training rows.
+        Unknown keys are ignored; None gives today's defaults."""
+        if not recorded:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in recorded.items() if key in known}
+        if isinstance(values.get("mix"), Mapping):
+            values["mix"] = MixConfig(**values["mix"])
+        if "seeds" in values:
+            values["seeds"] = tuple(values["seeds"])
+        return cls(**values)
 
     def with_overrides(self, **changes: Any) -> PipelineConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -98,6 +98,16 @@ def run(config: PipelineConfig, data: Path, out: Path) -> Bundle:
     return finish(config, corpus, view, sets, graphs, out, stage, extra)
 
 
+def run_config(out: Path) -> PipelineConfig:
+    """The settings a finished run was trained with (its report's `config`): its seed and
+    row counts fix the corpus splits, so a recalibration under other settings would tune
+    and judge on rows the run trained on."""
+    report = out / "report" / "report.json"
+    if not report.is_file():
+        raise FileNotFoundError(f"{report} not found: is {out} a finished `feedwarden train` run?")
+    return PipelineConfig.from_dict(json.loads(report.read_text()).get("config"))
+
+
 def recalibrate(config: PipelineConfig, data: Path, out: Path) -> Bundle:
     """Refit calibration, thresholds and references for a finished run's graphs
     (`out/onnx`) on the current calib data, re-evaluate and rebuild the bundle."""
@@ -398,7 +408,7 @@ def manifest_metrics(results: dict[str, Any]) -> dict[str, Any]:
         },
         "gates": {lab: g["status"] for lab, g in results["gates"].items()},
         # The corpus settings the bundle was trained with: recalibration rebuilds the
-        # same calib/valid splits from them (`recalibration.corpus_config`).
+        # same calib/valid splits from them (`PipelineConfig.from_dict`).
         "config": results["config"],
     }
 

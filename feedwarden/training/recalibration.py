@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from feedwarden.training.corpus import load_corpus
 from feedwarden.training.data import Example
 from feedwarden.training.evaluate import evaluate
 from feedwarden.training.feedback import with_feedback_sources
-from feedwarden.training.mixing import MixConfig, base_rate_set
+from feedwarden.training.mixing import base_rate_set
 from feedwarden.training.pipeline import REFERENCE_SOURCES, apply_calibration, fit_policy, references_of
 from feedwarden.training.views import SCAM_BUCKET, TaskView
 
@@ -57,21 +57,6 @@ class Pools:
 
     calib: list[Example]
     valid: list[Example]
-
-
-def corpus_config(recorded: Mapping[str, Any] | None) -> PipelineConfig:
-    """The pipeline settings a bundle was trained with (its manifest's `metrics.config`);
-    they fix the corpus splits, so calib and valid never hold the bundle's training rows.
-    Unknown keys are ignored; None gives today's defaults."""
-    if not recorded:
-        return PipelineConfig()
-    known = {f.name for f in fields(PipelineConfig)}
-    values = {key: value for key, value in recorded.items() if key in known}
-    if isinstance(values.get("mix"), Mapping):
-        values["mix"] = MixConfig(**values["mix"])
-    if "seeds" in values:
-        values["seeds"] = tuple(values["seeds"])
-    return PipelineConfig(**values)
 
 
 def load_pools(data: Path, config: PipelineConfig) -> Pools:

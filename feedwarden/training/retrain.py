@@ -201,7 +201,7 @@ async def _read_feedback(bootstrap: str, topic: str, timeout_s: float) -> Feedba
 def _config(options: Options, serving: Bundle) -> tuple[PipelineConfig, str]:
     """The settings that fixed the serving bundle's corpus splits, and where they came from:
     `--train-config` (a run's report.json or a bare config), else the manifest, else defaults."""
-    from feedwarden.training.recalibration import corpus_config
+    from feedwarden.training.config import PipelineConfig
 
     if options.train_config is not None:
         try:
@@ -216,7 +216,7 @@ def _config(options: Options, serving: Bundle) -> tuple[PipelineConfig, str]:
         log.warning(
             "%s records no training settings: splits may differ from its training run", serving.version
         )
-    config = corpus_config(recorded)
+    config = PipelineConfig.from_dict(recorded)
     return _with_options(config, options), source
 
 

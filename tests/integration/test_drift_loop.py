@@ -51,10 +51,11 @@ SCAM_BUCKET = {"scam", "phishing", "recovery_scam"}  # the bundle's scam-bucket 
 def _reference_texts(data: Path, bundle: Path) -> list[str]:
     """The rows the bundle's drift references were measured on: the base-rate part (Janitr and
     presumed clean) of the calib split its recorded training settings produce."""
+    from feedwarden.training.config import PipelineConfig
     from feedwarden.training.pipeline import REFERENCE_SOURCES
-    from feedwarden.training.recalibration import corpus_config, load_pools
+    from feedwarden.training.recalibration import load_pools
 
-    config = corpus_config(load_bundle(bundle).manifest.metrics.get("config"))
+    config = PipelineConfig.from_dict(load_bundle(bundle).manifest.metrics.get("config"))
     return [row.text for row in load_pools(data, config).calib if row.source in REFERENCE_SOURCES]
 
 

@@ -62,15 +62,16 @@ def load_real_scores(data: Path, bundle_path: Path) -> RealScores:
     from feedwarden.models.bundle import load_bundle
     from feedwarden.models.engine import Engine
     from feedwarden.policy.rules import Policy
+    from feedwarden.training.config import PipelineConfig
     from feedwarden.training.pipeline import REFERENCE_SOURCES, references_of
-    from feedwarden.training.recalibration import corpus_config, load_pools
+    from feedwarden.training.recalibration import load_pools
     from feedwarden.training.views import TaskView
 
     bundle = load_bundle(bundle_path)
     manifest = bundle.manifest
     view = TaskView(safety=manifest.head("safety").labels, topic=manifest.head("topic").labels)
     policy = Policy.from_file(bundle.policy_path)
-    pools = load_pools(data, corpus_config(manifest.metrics.get("config")))
+    pools = load_pools(data, PipelineConfig.from_dict(manifest.metrics.get("config")))
     engine = Engine(bundle, providers="cpu")
 
     def score(rows: list) -> np.ndarray:

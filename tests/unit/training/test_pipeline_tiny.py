@@ -31,7 +31,6 @@ def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
     from feedwarden.models.bundle import load_bundle
     from feedwarden.models.engine import LABELS_METADATA, Engine
     from feedwarden.policy.rules import Policy
-    from feedwarden.training import recalibration
     from feedwarden.training.config import PipelineConfig
 
     bundle = load_bundle(tiny_run / "bundle")
@@ -41,7 +40,7 @@ def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
     for ref in manifest.reference.values():
         assert sum(ref.hist) == pytest.approx(1.0)
         assert ref.edges == REFERENCE_EDGES and ref.prior is not None and ref.n > 0
-    assert recalibration.corpus_config(manifest.metrics["config"]) == PipelineConfig.tiny()
+    assert PipelineConfig.from_dict(manifest.metrics["config"]) == PipelineConfig.tiny()
     policy = Policy.from_file(bundle.policy_path)
     policy.check_labels({h.name: h.labels for h in manifest.heads})
     engine = Engine(bundle, providers="cpu")
@@ -56,3 +55,19 @@ def test_tiny_pipeline_writes_the_report(tiny_run: Path) -> None:
     assert {"labels", "janitr", "tweeteval", "int8_parity", "gates"} <= set(report)
     assert (tiny_run / "report" / "report.md").is_file()
     assert (tiny_run / "report" / "plots" / "scam.png").is_file()
+
+
+def test_recalibrate_rebuilds_the_runs_own_corpus(tiny_run: Path, tmp_path: Path) -> None:
+    """`feedwarden recalibrate` reads the run's settings: today's defaults (another seed, other
+    row counts) would cut calib and valid from rows the run trained on."""
+    import shutil
+
+    from feedwarden.cli import main
+    from feedwarden.models.bundle import load_bundle
+    from feedwarden.training.config import PipelineConfig
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["recalibrate", "--out", str(run), "--data", str(data_root())]) == 0
+    recalibrated = load_bundle(run / "bundle").manifest.metrics
+    assert PipelineConfig.from_dict(recalibrated["config"]) == PipelineConfig.tiny()

@@ -271,16 +271,16 @@ def test_passing_candidate_is_written_promoted_and_announced(
     assert set(bundle.manifest.reference) == set(json.loads(bundle.policy_path.read_text())["rules"])
     Engine(bundle, providers="cpu").score(["scam"])  # the new bundle serves
     assert outcome.details["corpus_config"].startswith("defaults")
-    assert recalibration.corpus_config(bundle.manifest.metrics["config"]) == PipelineConfig()
+    assert PipelineConfig.from_dict(bundle.manifest.metrics["config"]) == PipelineConfig()
     again = retrain.run_once(job.options, now=lambda: NOW.replace(hour=2))
     assert again.details["corpus_config"] == "manifest" and again.version == "tiny-1-r20261122T023000Z"
 
 
-def test_corpus_config_round_trips_recorded_settings() -> None:
+def test_config_round_trips_recorded_settings() -> None:
     tiny = PipelineConfig.tiny()
-    assert recalibration.corpus_config(json.loads(json.dumps(tiny.to_dict()))) == tiny
-    assert recalibration.corpus_config(tiny.to_dict() | {"from_the_future": 1}) == tiny
-    assert recalibration.corpus_config(None) == PipelineConfig()
+    assert PipelineConfig.from_dict(json.loads(json.dumps(tiny.to_dict()))) == tiny
+    assert PipelineConfig.from_dict(tiny.to_dict() | {"from_the_future": 1}) == tiny
+    assert PipelineConfig.from_dict(None) == PipelineConfig()
 
 
 def test_failing_candidate_is_neither_written_nor_published(
