@@ -28,7 +28,9 @@ from feedwarden.training.views import (
     DEFAULT_FPR_BUDGET,
     FPR_BUDGETS,
     HIDE_FPR_BUDGETS,
+    SCAM_BUCKET,
     TIERS,
+    UMBRELLA,
     TaskView,
     select_view,
 )
@@ -252,8 +254,36 @@ def fit_policy(
             thresholds = {"badge": cal.topic_threshold(scores, truth)}
             info[label] = {"calib_positives": int(truth.sum()), "calib_rows": int(chosen.sum())}
             rules[label] = Rule(label, "topic", thresholds, "informational")
+    info["scam_bucket"] = _cap_scam_bucket(rules, probs, targets, mask, sources, view, config)
     version = datetime.now(UTC).strftime("%Y.%m.%d.%H%M%S")
     return calibration, Policy(version, rules), info
+
+
+def _cap_scam_bucket(
+    rules: dict[str, Rule], probs: np.ndarray, targets: np.ndarray, mask: np.ndarray, sources: np.ndarray,
+    view: TaskView, config: PipelineConfig,
+) -> dict[str, Any]:
+    """The scam bucket's labels act as one (a post is treated as fraud/spam when any of them
+    warns), so their union gets the FPR budget too (`calibrate.group_floor`); raises `rules`' warns."""
+    members = [lab for lab in view.labels if lab in SCAM_BUCKET | {UMBRELLA} and lab in rules]
+    if not members:
+        return {}
+    columns = [view.labels.index(lab) for lab in members]
+    rows = (mask[:, columns] > 0).all(1)
+    before = np.array([rules[lab].thresholds["warn"] for lab in members])
+    negative = np.asarray((targets[rows][:, columns] < 0.5).all(1))
+    floor = cal.group_floor(probs[rows][:, columns], negative, sources[rows], before, DEFAULT_FPR_BUDGET,
+                            config.confidence)
+    raised = {}
+    for label, old, new in zip(members, before, floor.thresholds, strict=True):
+        if new > old:
+            warn = cal.round_up(float(new))
+            rule = rules[label]
+            thresholds = dict(rule.thresholds) | {"warn": warn, "hide": max(rule.thresholds["hide"], warn)}
+            rules[label] = Rule(label, rule.head, thresholds, rule.tier, rule.fpr_budget)
+            raised[label] = {"from": float(old), "to": warn}
+    return {"members": members, "fpr_budget": DEFAULT_FPR_BUDGET, "allowed_false_positives": floor.allowed,
+            "false_positives_before": floor.before, "false_positives_after": floor.after, "raised": raised}
 
 
 def int8_parity(

@@ -11,6 +11,7 @@ from feedwarden.training.calibrate import (
     expected_calibration_error,
     f1_threshold,
     fit_platt,
+    group_floor,
     round_up,
     safety_thresholds,
     sigmoid,
@@ -126,3 +127,27 @@ def test_smoothed_f1_threshold_is_seeded() -> None:
     first = f1_threshold(scores, targets, lower=0.2)
     assert first == f1_threshold(scores, targets, lower=0.2)
     assert 0.2 <= first <= 0.9
+
+
+def test_a_group_of_labels_acting_as_one_keeps_the_budget_together() -> None:
+    # 200 negatives: 2% allows 4 in their domain and 1 on the pool with the 90% guarantee.
+    # Each of two labels lets 3 through, 6 together. Every false positive can go at no cost
+    # but b's top one, scored above one of b's positives that no other label catches.
+    negatives = np.zeros((200, 2))
+    negatives[:3, 0] = [0.9, 0.8, 0.7]
+    negatives[3:6, 1] = [0.95, 0.6, 0.55]
+    positives = np.array([[0.95, 0.0], [0.0, 0.9], [0.0, 0.97]])
+    scores = np.vstack([negatives, positives])
+    negative = np.arange(len(scores)) < 200
+    floor = group_floor(scores, negative, np.full(len(scores), "x"), np.array([0.5, 0.5]), 0.02, 0.9)
+    flagged = (scores >= floor.thresholds).any(1)
+    assert floor.allowed == {"pool": 1, "x": 4} and floor.before == {"pool": 6, "x": 6}
+    assert floor.after == {"pool": 1, "x": 1} and flagged[3] and flagged[~negative].all()
+    assert 0.9 < floor.thresholds[0] <= 0.95 and 0.6 < floor.thresholds[1] <= 0.9
+
+
+def test_a_group_within_its_budget_is_left_alone() -> None:
+    scores = np.vstack([np.linspace(0, 0.6, 100)[:, None].repeat(2, 1), [[0.9, 0.9]]])
+    negative = np.arange(101) < 100
+    floor = group_floor(scores, negative, np.full(101, "x"), np.array([0.7, 0.8]), 0.02, 0.9)
+    assert floor.thresholds.tolist() == [0.7, 0.8] and floor.before == floor.after
