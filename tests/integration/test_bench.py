@@ -26,6 +26,8 @@ def test_quick_bench_prints_the_expected_keys(released_bundle: Bundle) -> None:
     assert set(result) >= {"context", "engine", "end_to_end", "ratio_end_to_end_to_engine", "latency",
                            "stages", "rss"}
     assert result["end_to_end"]["posts"] == 120
+    # timed by the decision records' producer timestamps: real ones span the drain, unset ones (-1) nothing
+    assert 0 < result["end_to_end"]["seconds_first_to_last"] < 170
     assert result["engine"]["posts_per_second"] > 0 and result["ratio_end_to_end_to_engine"] > 0
     assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency"])
     assert result["latency"]["decided"] == result["latency"]["posts"]
