@@ -109,7 +109,8 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
     # how the worker acts (any scam-bucket label or the umbrella reaching its threshold).
     scam_labels = {UMBRELLA} if UMBRELLA in view.labels else SCAM_BUCKET
     guess = [three_class(predicted[i] & (scam_labels | {"topic_crypto"})) for i in index]
-    any_label = np.array([three_class(predicted[i]) == "scam" for i in index], float)
+    as_acted = [three_class(predicted[i]) for i in index]
+    any_label = np.array([g == "scam" for g in as_acted], float)
     scam_truth = np.array([t == "scam" for t in truth], float)
     scam_guess = np.array([g == "scam" for g in guess], float)
     truth_sets = [rows[i].labels | ({UMBRELLA} if truth[k] == "scam" else set()) for k, i in enumerate(index)]
@@ -131,6 +132,9 @@ def janitr_figures(rows: Sequence[Example], predicted: Sequence[set[str]], view:
             )
         ),
         "three_class_accuracy": float(np.mean([t == g for t, g in zip(truth, guess, strict=True)])),
+        "three_class_macro_f1_any_label": float(
+            f1_score(truth, as_acted, labels=list(THREE_CLASSES), average="macro")
+        ),
         "scam_bucket": binary_metrics(scam_guess, scam_truth, 0.5),
         "scam_bucket_any_label": binary_metrics(any_label, scam_truth, 0.5),
         "exact_match": float(np.mean(exact)),
@@ -307,7 +311,8 @@ def markdown(results: Mapping[str, Any]) -> str:
             "- scam bucket, any scam-bucket label firing (as the worker acts): "
             + ", ".join(
                 f"{k} {janitr['scam_bucket_any_label'][k]:.3f}" for k in ("precision", "recall", "f1", "fpr")
-            ),
+            )
+            + f"; 3-class macro-F1 with it {janitr['three_class_macro_f1_any_label']:.3f}",
             "",
         ]
     if results.get("tweeteval"):

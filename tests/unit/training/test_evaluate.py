@@ -40,3 +40,6 @@ def test_janitr_figures_count_each_row_once() -> None:
     assert figures["exact_match_scam_crypto"] == pytest.approx(2 / 4)
     # every released label: row 3 lacks the umbrella, row 1 has a spurious one.
     assert figures["exact_match"] == pytest.approx(2 / 4)
+    # 3-class: scam by the umbrella (row 3 reads as clean) or by any bucket label (as the worker acts).
+    assert figures["three_class_macro_f1"] == pytest.approx((1 / 2 + 0 + 2 / 3) / 3)
+    assert figures["three_class_macro_f1_any_label"] == pytest.approx((4 / 5 + 0 + 1) / 3)
