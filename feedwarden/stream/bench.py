@@ -121,8 +121,8 @@ def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sy
         print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=progress, flush=True)
 
     report = Report()
-    payloads, source = _payloads(options)
     settings = Settings.from_env()
+    payloads, source = _payloads(options, settings.max_text_chars)
     batch_size = options.batch_size or settings.batch_size
     report.context = {"posts": len(payloads), "source": source, "batch_size": batch_size,
                       "producer_linger_ms": options.producer_linger_ms,
@@ -152,26 +152,28 @@ def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sy
 # ---------------------------------------------------------------- posts
 
 
-def _payloads(options: BenchOptions) -> tuple[list[bytes], str]:
+def _payloads(options: BenchOptions, max_text_chars: int) -> tuple[list[bytes], str]:
     source = options.source or (JANITR_VALID if JANITR_VALID.is_file() else None)
     if source is None:
         return [orjson.dumps(p) for p in numbered_posts(options.posts, prefix="bench-")], "packaged samples"
-    texts = _texts(source)
+    texts = _texts(source, max_text_chars)
     posts = ({"id": f"bench-{n:07d}", "text": text, "platform": "x"}
              for n, text in enumerate(islice(cycle(texts), options.posts)))
     return [orjson.dumps(p) for p in posts], f"{source} ({len(texts)} texts, cycled)"
 
 
-def _texts(path: Path) -> list[str]:
+def _texts(path: Path, max_text_chars: int) -> list[str]:
+    """The texts the worker would decide: a longer one would be dead-lettered, and the bench
+    counts decisions."""
     texts = []
     with path.open("rb") as lines:
         for line in lines:
             if line.strip():
                 text = orjson.loads(line).get("text")
-                if isinstance(text, str) and text.strip():
+                if isinstance(text, str) and text.strip() and len(text) <= max_text_chars:
                     texts.append(text)
     if not texts:
-        raise ValueError(f"{path} holds no posts with a text")
+        raise ValueError(f"{path} holds no posts with a text of at most {max_text_chars} characters")
     return texts
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import generate_latest
 
-from feedwarden.stream.bench import BenchResult, _batch_metrics, steady_rate
+from feedwarden.stream.bench import BenchResult, _batch_metrics, _texts, steady_rate
 from feedwarden.stream.metrics import Metrics
 
 
@@ -28,3 +30,11 @@ def test_throughput_skips_the_first_tenth_of_the_decisions() -> None:
     # From the arrival that reaches 10% (101 of 1010: t=1, 110 seen) to the last (t=10).
     assert steady_rate(arrivals) == pytest.approx((1010 - 110) / 9.0)
     assert steady_rate(arrivals, skip=0.0) == pytest.approx(1000 / 10.0)
+
+
+def test_bench_texts_skip_what_the_worker_would_dead_letter(tmp_path: Path) -> None:
+    source = tmp_path / "posts.jsonl"
+    source.write_text('{"text": "short"}\n\n{"text": "far too long"}\n{"text": "  "}\n{"id": 1}\n')
+    assert _texts(source, max_text_chars=5) == ["short"]
+    with pytest.raises(ValueError, match="at most 3 characters"):
+        _texts(source, max_text_chars=3)
