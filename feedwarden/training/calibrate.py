@@ -112,10 +112,7 @@ def budget_threshold(
     """The lowest threshold letting through no more calib negatives than the budget allows
     (at `confidence`, or the empirical rate with None)."""
     negative = np.sort(scores[targets < 0.5])[::-1]
-    k = None if confidence is None else allowed_false_positives(len(negative), budget, confidence)
-    guaranteed = k is not None
-    if k is None:
-        k = int(np.floor(budget * len(negative)))
+    k, guaranteed = _allowed(len(negative), budget, confidence)
     if k >= len(negative):
         return ThresholdChoice(0.0, guaranteed, k, len(negative))
     threshold = float(np.nextafter(negative[k], np.float64(np.inf)))
@@ -145,12 +142,26 @@ def domain_floor(
     empirical rate within every domain (source) holding at least 1/budget negatives
     (for budgets up to SOURCE_CAP_MAX_BUDGET)."""
     pool = budget_threshold(scores, targets, budget, confidence)
-    within = {}
-    for domain in np.unique(domains) if budget <= SOURCE_CAP_MAX_BUDGET else ():
-        rows = domains == domain
-        if (targets[rows] < 0.5).sum() * budget >= 1:
-            within[str(domain)] = budget_threshold(scores[rows], targets[rows], budget, None).threshold
+    within = {domain: budget_threshold(scores[rows], targets[rows], budget, None).threshold
+              for domain, rows in _measurable_domains(domains, targets < 0.5, budget).items()}
     return Floor(max([pool.threshold, *within.values()]), pool, within)
+
+
+def _allowed(negatives: int, budget: float, confidence: float | None) -> tuple[int, bool]:
+    """False positives a budget allows among `negatives`, and whether with the guarantee:
+    the order-statistic k at `confidence` where one exists, else (or with None) the
+    empirical floor(budget x negatives)."""
+    k = None if confidence is None else allowed_false_positives(negatives, budget, confidence)
+    return (int(np.floor(budget * negatives)), False) if k is None else (k, True)
+
+
+def _measurable_domains(domains: np.ndarray, negative: np.ndarray, budget: float) -> dict[str, np.ndarray]:
+    """Row masks of the domains (sources) holding at least 1/budget negatives, for budgets
+    up to SOURCE_CAP_MAX_BUDGET: the ones a budget is also capped within."""
+    if budget > SOURCE_CAP_MAX_BUDGET:
+        return {}
+    masks = {str(domain): domains == domain for domain in np.unique(domains)}
+    return {domain: rows for domain, rows in masks.items() if (negative & rows).sum() * budget >= 1}
 
 
 @dataclass(frozen=True)
@@ -182,23 +193,17 @@ def group_floor(
     Greedy: unflag the group false positive whose removal, raising every member that
     flags it just above its score, loses the fewest true positives of the group.
     """
-    limits = {"pool": (np.ones(len(scores), bool), _allowed(int(negative.sum()), budget, confidence))}
-    for domain in np.unique(domains):
-        rows = domains == domain
-        if (negative & rows).sum() * budget >= 1:
-            limits[str(domain)] = (rows, int(np.floor(budget * (negative & rows).sum())))
+    limits = {"pool": (np.ones(len(scores), bool), _allowed(int(negative.sum()), budget, confidence)[0])}
+    for domain, rows in _measurable_domains(domains, negative, budget).items():
+        limits[domain] = (rows, _allowed(int((negative & rows).sum()), budget, None)[0])
     current = thresholds.astype(np.float64)
 
     def false_positives() -> dict[str, int]:
         flagged = (scores >= current).any(1) & negative
         return {name: int((flagged & rows).sum()) for name, (rows, _) in limits.items()}
 
-    before = false_positives()
-    while True:
-        counts = false_positives()
-        over = [rows for name, (rows, k) in limits.items() if counts[name] > k]
-        if not over:
-            break
+    before = counts = false_positives()
+    while over := [rows for name, (rows, k) in limits.items() if counts[name] > k]:
         flagged = (scores >= current).any(1)
         best: tuple[tuple[int, float], np.ndarray] | None = None
         for row in np.flatnonzero(flagged & negative & np.logical_or.reduce(over)):
@@ -209,13 +214,8 @@ def group_floor(
                 best = (key, raised)
         assert best is not None  # a limit is exceeded, so some row is a flagged negative
         current = best[1]
-    return GroupFloor(current, {name: k for name, (_, k) in limits.items()}, before, false_positives())
-
-
-def _allowed(negatives: int, budget: float, confidence: float) -> int:
-    """False positives a budget allows among `negatives`: guaranteed where possible, else empirical."""
-    k = allowed_false_positives(negatives, budget, confidence)
-    return int(np.floor(budget * negatives)) if k is None else k
+        counts = false_positives()
+    return GroupFloor(current, {name: k for name, (_, k) in limits.items()}, before, counts)
 
 
 def f1_threshold(
