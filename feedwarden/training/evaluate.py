@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score, f1_score, precision_recall_
 from feedwarden.policy.rules import Policy
 from feedwarden.training.calibrate import expected_calibration_error
 from feedwarden.training.data import Example
-from feedwarden.training.views import SCAM_BUCKET, UMBRELLA, TaskView
+from feedwarden.training.views import SCAM_BUCKET, SCAM_GROUP, UMBRELLA, TaskView
 
 THREE_CLASSES = ("scam", "topic_crypto", "clean")
 
@@ -93,7 +93,7 @@ def predicted_sets(probs: np.ndarray, view: TaskView, policy: Policy) -> list[se
 
 def three_class(labels: set[str] | frozenset[str]) -> str:
     """The source project's class of a label set (raw or predicted)."""
-    if labels & (SCAM_BUCKET | {UMBRELLA}):
+    if labels & SCAM_GROUP:
         return "scam"
     return "topic_crypto" if "topic_crypto" in labels else "clean"
 

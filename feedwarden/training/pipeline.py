@@ -28,9 +28,8 @@ from feedwarden.training.views import (
     DEFAULT_FPR_BUDGET,
     FPR_BUDGETS,
     HIDE_FPR_BUDGETS,
-    SCAM_BUCKET,
+    SCAM_GROUP,
     TIERS,
-    UMBRELLA,
     TaskView,
     select_view,
 )
@@ -265,7 +264,7 @@ def _cap_scam_bucket(
 ) -> dict[str, Any]:
     """The scam bucket's labels act as one (a post is treated as fraud/spam when any of them
     warns), so their union gets the FPR budget too (`calibrate.group_floor`); raises `rules`' warns."""
-    members = [lab for lab in view.labels if lab in SCAM_BUCKET | {UMBRELLA} and lab in rules]
+    members = [lab for lab in view.labels if lab in SCAM_GROUP and lab in rules]
     if not members:
         return {}
     columns = [view.labels.index(lab) for lab in members]

@@ -109,6 +109,8 @@ class SourceView:
 # "scam"). It pools every fraud/spam positive, so it is better trained and
 # calibrated than an OR over its rarer members.
 UMBRELLA = "scam_or_spam"
+# Every label that makes a post "scam" in the 3-class view: the worker acts on any of them.
+SCAM_GROUP = SCAM_BUCKET | {UMBRELLA}
 JANITR_LABELS = tuple(lab for lab in SAFETY_LABELS + TOPIC_LABELS if lab not in ("hate", "offensive"))
 
 
@@ -122,7 +124,7 @@ def _janitr_map() -> dict[str, tuple[str, ...]]:
     return mapping
 
 
-PRESUMED_CLEAN_LABELS = tuple(lab for lab in JANITR_LABELS if lab in SCAM_BUCKET | {UMBRELLA})
+PRESUMED_CLEAN_LABELS = tuple(lab for lab in JANITR_LABELS if lab in SCAM_GROUP)
 TWEETTOPIC_MAP = {
     "sports": ("topic_sports",),
     "gaming": ("topic_gaming",),
