@@ -13,10 +13,11 @@ batch's numbers:
    up only puts more posts into the current windows, which does not bias a
    rate or a histogram.
 2. A per-event agent merges each message into a Faust tumbling-window table
-   under `table_key(version, label)`. The bundle version is part of the key
-   because references belong to one version: after a hot swap, the old
-   version's windows are simply never evaluated, and a window that straddles
-   the swap is evaluated on the new version's posts only.
+   keyed by bundle version, one cell (label -> stats) per version and window:
+   one table write and one changelog record per batch, not one per label.
+   The version is the key because references belong to one version: after a
+   hot swap, the old version's windows are simply never evaluated, and a
+   window that straddles the swap is evaluated on the new version's posts only.
 3. `DriftMonitor.due` picks the windows that closed (end + grace < now) and
    were not evaluated yet; `DriftMonitor.evaluate` tests all labels of one
    window together (Holm correction across labels and tests) and feeds
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 # Stats are sent at the end of a batch and merged within milliseconds; the
 # grace absorbs that plus a consumer hiccup before a window counts as closed.
 GRACE_SECONDS = 5.0
-KEY_SEPARATOR = "|"  # cannot occur in a registry version name
 # Windows older than this are neither evaluated nor remembered as evaluated,
 # and the table may drop them: memory stays bounded without trusting expiry.
 MIN_HORIZON_SECONDS = 600.0
@@ -86,15 +86,6 @@ def horizon(window_s: float) -> float:
 def window_start(at: float, window_s: float) -> float:
     """Start of the tumbling window holding `at`, on the same grid as Faust's windows."""
     return math.floor(at / window_s) * window_s
-
-
-def table_key(version: str, label: str) -> str:
-    return f"{version}{KEY_SEPARATOR}{label}"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    version, _, label = key.partition(KEY_SEPARATOR)
-    return version, label
 
 
 def batch_stats(report: BatchReport, plan: DriftPlan, *, at: float, window_s: float) -> list[WindowStats]:

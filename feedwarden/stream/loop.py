@@ -2,7 +2,7 @@
 
 - Drift (`stream.drift`): the batch hook sends per-label window stats to the
   drift-stats topic; the `drift-merge` agent merges them into the
-  `drift-windows` tumbling table; a timer evaluates closed windows and
+  `drift-cells` tumbling table (one cell per bundle version and window); a timer evaluates closed windows and
   publishes to drift.alerts and retrain.requests.
 - Updates (`stream.updates`): a task follows model.updates and hot-swaps the
   serving Moderator, or loads a shadow (`stream.shadow`).
@@ -12,8 +12,8 @@ one changelog partition and exactly one worker (whichever owns it in the
 consumer group) holds every label's windows; only that worker evaluates
 (the timer checks it owns the partition actively, not as a standby). The
 evaluation needs all labels of a window in one place anyway, since the
-multiple-testing correction is across labels, and the traffic is one small
-message per label per batch. If that worker dies the partition moves with
+multiple-testing correction is across labels, and the traffic is one
+message (and one changelog record) per batch. If that worker dies the partition moves with
 its table, restored from the changelog. model.updates, by contrast, must
 reach every worker, so it is read by a plain consumer without a group, not
 by an agent (an agent would share its partition with one worker).
@@ -45,8 +45,6 @@ from feedwarden.stream.drift import (
     Verdict,
     batch_stats,
     horizon,
-    split_key,
-    table_key,
 )
 from feedwarden.stream.settings import Settings
 from feedwarden.stream.shadow import Comparison, Shadow
@@ -151,15 +149,25 @@ class ModelLoop:
     # ------------------------------------------------------------ drift windows
 
     def merge(
-        self, version: str, cell: dict[str, Any], current: dict[str, Any] | None
+        self, version: str, cells: Sequence[dict[str, Any]], current: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """The table value after one label's `cell` of a stats message; None when its window
-        was evaluated already."""
-        stats = WindowStats.from_dict(cell)
-        if self.monitor.is_evaluated(version, stats.window_start):
-            self.metrics.drift_late_stats.inc()
-            return None
-        return (stats if current is None else WindowStats.from_dict(current).merge(stats)).to_dict()
+        """The table value (label -> stats) after one stats message's `cells` (one per label,
+        all of one window); None when that window was evaluated already. A malformed cell
+        is logged and skipped: a bad message must not stop drift."""
+        merged = dict(current or {})
+        for cell in cells:
+            try:
+                stats = WindowStats.from_dict(cell)
+                if self.monitor.is_evaluated(version, stats.window_start):
+                    self.metrics.drift_late_stats.inc()
+                    return None
+                before = merged.get(stats.label)
+                if before is not None:
+                    stats = WindowStats.from_dict(before).merge(stats)
+                merged[stats.label] = stats.to_dict()
+            except (DriftError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.error("drift stats skipped: %r", exc)
+        return merged
 
     async def evaluate_closed(self, entries: Iterable[Entry]) -> list[Verdict]:
         verdicts = []
@@ -319,7 +327,7 @@ def wire_model_loop(app: faust.App, service: ModerationService) -> ModelLoop:
 def _wire_drift(app: faust.App, model_loop: ModelLoop, stats_topic: faust.TopicT) -> None:
     drift = model_loop.settings.drift
     windows = app.Table(
-        "drift-windows", default=None, partitions=1,
+        "drift-cells", default=None, partitions=1,
         schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
     ).tumbling(drift.window_s, expires=horizon(drift.window_s))
     # Faust turns the class attribute into a field descriptor; mypy sees the float.
@@ -329,16 +337,11 @@ def _wire_drift(app: faust.App, model_loop: ModelLoop, stats_topic: faust.TopicT
     @app.agent(stats_topic, name="drift-merge", concurrency=1)
     async def merge(stream: StreamT) -> None:
         async for message in stream:
-            for cell in message.stats:
-                key = table_key(message.version, str(cell.get("label")))
-                current = table[key].value() if key in table else None  # default=None makes [] raise
-                try:
-                    value = model_loop.merge(message.version, cell, current)
-                except (DriftError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                    log.error("drift stats skipped: %r", exc)  # a bad message must not stop drift
-                    continue
-                if value is not None:
-                    table[key] = value
+            key = str(message.version)
+            current = table[key].value() if key in table else None  # default=None makes [] raise
+            value = model_loop.merge(key, list(message.stats or ()), current)
+            if value is not None:
+                table[key] = value
 
     @app.timer(min(5.0, max(0.5, drift.window_s / 10)))
     async def evaluate() -> None:
@@ -347,11 +350,10 @@ def _wire_drift(app: faust.App, model_loop: ModelLoop, stats_topic: faust.TopicT
 
 
 def _entries(data: Any) -> Iterator[Entry]:
-    """Table cells as entries; the store's keys are (key, (start, end)) for a windowed table."""
-    for (key, _window), value in list(data.items()):
-        if value is not None:
-            version, label = split_key(key)
-            yield Entry(version, label, WindowStats.from_dict(value))
+    """Table cells as entries; the store's keys are (version, (start, end)) for a windowed table."""
+    for (version, _window), cell in list(data.items()):
+        for stats in (cell or {}).values():
+            yield Entry(version, stats["label"], WindowStats.from_dict(stats))
 
 
 def _wire_updates(app: faust.App, model_loop: ModelLoop) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +17,6 @@ from feedwarden.stream.drift import (
     DriftPlan,
     Entry,
     batch_stats,
-    split_key,
-    table_key,
     window_start,
 )
 from feedwarden.stream.loop import ModelLoop
@@ -86,9 +85,8 @@ def test_batch_stats_of_an_all_invalid_batch_are_empty(registry: Path) -> None:
     assert batch_stats(BatchReport(), loop.monitor.plan, at=0.0, window_s=WINDOW) == []
 
 
-def test_window_grid_and_keys() -> None:
+def test_window_grid() -> None:
     assert window_start(1234.5, 300.0) == 1200.0 and window_start(1200.0, 300.0) == 1200.0
-    assert split_key(table_key("base-r20261122T013000Z", "scam")) == ("base-r20261122T013000Z", "scam")
 
 
 def test_a_window_is_due_once_after_it_closes_plus_grace() -> None:
@@ -148,7 +146,7 @@ def test_hook_to_table_to_alerts_and_retrain_request(registry: Path, monkeypatch
     monkeypatch.setattr("feedwarden.stream.loop.time.time", lambda: clock[0])
     loop, sent = make_loop(registry, window_s=WINDOW, min_posts=200, sustain_k=2, sustain_m=3)
     loop.monitor.started_at = 0.0
-    table: dict[str, dict[str, object]] = {}
+    table: Table = {}
     for window in range(3):
         clock[0] = 1_000_000.0 + window * WINDOW
         scam_every = 50 if window == 0 else 4  # 2 % stationary, then a 25 % scam wave
@@ -171,33 +169,45 @@ def test_hook_to_table_to_alerts_and_retrain_request(registry: Path, monkeypatch
     assert metrics.drift_reference_rate.labels("scam")._value.get() == pytest.approx(0.02)
 
 
-def _merge(loop: ModelLoop, sent: Sent, table: dict[str, dict[str, object]]) -> None:
+Table = dict[tuple[str, float], dict[str, Any]]
+
+
+def _merge(loop: ModelLoop, sent: Sent, table: Table) -> None:
     """What the drift-merge agent does, with a dict for the windowed table."""
     for message in sent.stats():
-        for cell in message.stats:
-            key = f"{table_key(message.version, cell['label'])}@{message.at}"
-            merged = loop.merge(message.version, cell, table.get(key))
-            if merged is not None:
-                table[key] = merged
+        key = (message.version, message.at)
+        merged = loop.merge(message.version, message.stats, table.get(key))
+        if merged is not None:
+            table[key] = merged
     sent.records.pop("drift.stats", None)
 
 
-def _cells(table: dict[str, dict[str, object]]) -> list[Entry]:
-    entries = []
-    for key, value in table.items():
-        version, label = split_key(key.rsplit("@", 1)[0])
-        entries.append(Entry(version, label, WindowStats.from_dict(value)))
-    return entries
+def _cells(table: Table) -> list[Entry]:
+    return [Entry(version, label, WindowStats.from_dict(stats))
+            for (version, _at), cell in table.items() for label, stats in cell.items()]
 
 
 def test_late_stats_for_an_evaluated_window_are_counted_not_merged(registry: Path) -> None:
     loop, sent = make_loop(registry, window_s=WINDOW)
     run_batch(loop, ["free scam", CLEAN])
     (message,) = sent.stats()
-    cell = message.stats[0]
-    loop.monitor._evaluated.add(("v1", cell["window_start"]))
-    assert loop.merge(message.version, cell, None) is None
+    loop.monitor._evaluated.add(("v1", message.stats[0]["window_start"]))
+    assert loop.merge(message.version, message.stats, None) is None
     assert loop.metrics.drift_late_stats._value.get() == 1
+
+
+def test_one_cell_per_window_holds_every_label_and_skips_a_malformed_one(registry: Path) -> None:
+    """The table's value: label -> stats, merged message by message; a bad cell costs only itself."""
+    loop, sent = make_loop(registry, window_s=WINDOW)
+    run_batch(loop, ["free scam", CLEAN])
+    run_batch(loop, [CLEAN, CLEAN, CLEAN], start=2)
+    first, second = sent.stats()
+    cell = loop.merge(first.version, first.stats, None)
+    assert cell is not None and set(cell) == set(MONITORED)
+    merged = loop.merge(second.version, [*second.stats, {"label": "scam", "n": "many"}], cell)
+    assert merged is not None
+    assert {label: stats["n"] for label, stats in merged.items()} == dict.fromkeys(MONITORED, 5)
+    assert merged["scam"]["flagged"] == 1
 
 
 @given(
