@@ -7,15 +7,24 @@ and the worker never imports training code (torch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO, cast
 
 STREAM_COMMANDS = ("worker", "score", "broker", "run", "bench")
 EXIT_CONFIG = 2
+
+
+def _binary(path: Path, mode: str) -> contextlib.AbstractContextManager[BinaryIO]:
+    """The file at `path`, or for "-" the standard stream (left open)."""
+    if str(path) != "-":
+        return cast(BinaryIO, path.open(mode))
+    return contextlib.nullcontext(sys.stdin.buffer if "r" in mode else sys.stdout.buffer)
 
 
 def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
@@ -27,8 +36,10 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
 
     score = commands.add_parser("score", help="score a JSONL file of posts offline")
-    score.add_argument("--in", dest="source", type=Path, required=True, help="posts, one JSON object a line")
-    score.add_argument("--out", dest="sink", type=Path, required=True, help="one result line per input line")
+    score.add_argument("--in", dest="source", type=Path, required=True,
+                       help="posts, one JSON object a line ('-': standard input)")
+    score.add_argument("--out", dest="sink", type=Path, required=True,
+                       help="one result line per input line ('-': standard output)")
     score.add_argument("--bundle", type=Path, help="bundle directory (default: the packaged bundle)")
     score.add_argument("--batch-size", type=int, default=64)
     score.add_argument("--providers", default="auto", choices=("auto", "cpu", "cuda"))
@@ -115,11 +126,12 @@ def _score(args: argparse.Namespace) -> int:
             rate = lines / max(1e-9, time.monotonic() - started)
             print(f"scored {lines} lines ({rate:.0f}/s)", file=sys.stderr, flush=True)
 
-    with args.source.open("rb") as source, args.sink.open("wb") as sink:
+    with _binary(args.source, "rb") as source, _binary(args.sink, "wb") as sink:
         counts = score_file(source, sink, scorer, max_text_chars=MAX_TEXT_CHARS,
                             chunk_size=args.batch_size * 8, progress=progress)
     elapsed = time.monotonic() - started
-    print(f"{counts['decided']} decided, {counts['errors']} bad lines, {elapsed:.1f}s -> {args.sink}",
+    where = "standard output" if str(args.sink) == "-" else args.sink
+    print(f"{counts['decided']} decided, {counts['errors']} bad lines, {elapsed:.1f}s -> {where}",
           file=sys.stderr)
     return 0
 
