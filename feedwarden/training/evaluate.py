@@ -262,12 +262,13 @@ def write_report(
             decision_threshold(policy, label),
             plots / f"{label}.png",
         )
-    (dest / "report.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    (dest / "report.json").write_text(json.dumps(results, indent=2, default=json_default) + "\n")
     (dest / "report.md").write_text(markdown(results))
     return dest
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """numpy scalars as plain numbers, for json.dumps."""
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     raise TypeError(f"cannot serialise {type(value).__name__}")
@@ -323,7 +324,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                 f"## {key}",
                 "",
                 "```",
-                json.dumps(results[key], indent=2, default=_json_default),
+                json.dumps(results[key], indent=2, default=json_default),
                 "```",
                 "",
             ]

@@ -23,7 +23,7 @@ from feedwarden.training import calibrate as cal
 from feedwarden.training.config import PipelineConfig
 from feedwarden.training.corpus import Corpus, load_corpus
 from feedwarden.training.data import Example
-from feedwarden.training.evaluate import evaluate, write_report
+from feedwarden.training.evaluate import evaluate, json_default, write_report
 from feedwarden.training.views import (
     DEFAULT_FPR_BUDGET,
     FPR_BUDGETS,
@@ -161,10 +161,9 @@ def finish(
         "timings": stage.timings,
         "sizes": {name: path.stat().st_size for name, path in graphs.items()},
     }
-    write_report(out / "report", results, corpus.valid, valid_probs, view, policy)
     bundle = assemble_bundle(out, graphs[variant], config, view, calibration, policy, references, results)
-    stage.mark("bundle", t)
-    (out / "report" / "report.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
+    stage.mark("bundle", t)  # before the report, which records the timings
+    write_report(out / "report", results, corpus.valid, valid_probs, view, policy)
     return bundle
 
 
@@ -406,7 +405,7 @@ def assemble_bundle(
         calibration=calibration,
         files={},
         reference=references,
-        metrics=_finite(json.loads(json.dumps(manifest_metrics(results), default=_plain))),
+        metrics=_finite(json.loads(json.dumps(manifest_metrics(results), default=json_default))),
     )
     dest = out / "bundle"
     if dest.exists():
@@ -440,12 +439,6 @@ def manifest_metrics(results: dict[str, Any]) -> dict[str, Any]:
         # same calib/valid splits from them (`PipelineConfig.from_dict`).
         "config": results["config"],
     }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def _finite(value: Any) -> Any:
