@@ -6,6 +6,8 @@ its own longest post, not the global one; results come back in input order.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -27,6 +29,19 @@ LABELS_METADATA = "feedwarden.labels"  # graph metadata key prefix naming a head
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _announced: set[str] = set()
+
+# The OS name (Linux `comm`) of every thread doing engine work: the graph lanes and the
+# worker's inference thread, and by inheritance the tokenizer's pool, which the first
+# tokenization starts from the inference thread. Per-thread CPU in /proc/<pid>/task then
+# tells the engine from the rest of the worker (`feedwarden bench`).
+ENGINE_THREAD_NAME = "fw-engine"
+_PR_SET_NAME = 15
+
+
+def name_os_thread(name: str) -> None:
+    """Name the calling thread for the OS (at most 15 bytes); a no-op off Linux."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _cuda_usable() -> bool:
@@ -225,7 +240,8 @@ class Engine:
 
     def _lanes(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix="feedwarden-ort")
+            self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix="feedwarden-ort",
+                                            initializer=name_os_thread, initargs=(ENGINE_THREAD_NAME,))
         return self._pool
 
 

@@ -39,6 +39,7 @@ from faust.types.auth import CredentialsT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from feedwarden.models.engine import ENGINE_THREAD_NAME, name_os_thread
 from feedwarden.stream.acks import AckGuard, hold_flow_until_seek
 from feedwarden.stream.batching import EngineSlot, engine_paced_take
 from feedwarden.stream.health import BrokerProbe, damp_reconnect_noise, exit_after
@@ -107,7 +108,8 @@ class ModerationService:
             {"bundle": bundle.manifest.name, "version": bundle.version,
              "policy_version": scorer.policy.version, "provider": scorer.engine.provider}
         )
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwarden-infer")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedwarden-infer",
+                                           initializer=name_os_thread, initargs=(ENGINE_THREAD_NAME,))
         self.recent = RecentIds()
         self.joined_group = False
         self.broker_reachable = True  # kept current by the broker probe task (stream/health.py)

@@ -11,8 +11,10 @@
    records' producer timestamps and read once the worker is done, so no
    consumer competes with it for the CPU.
 3. Latency: the same worker, posts produced at a paced rate of half the
-   measured end-to-end maximum (or `--paced-rate`); produce -> decision
-   consumed, p50/p95/p99.
+   measured end-to-end maximum (or `--paced-rate`); from each post's send to
+   its decision record's producer timestamp, p50/p95/p99. The decisions are
+   read after the phase, like the backlog's, so no bench consumer and its
+   broker fetches share the two cores with the worker meanwhile.
 
 Stage time per batch (decode, tokenize, infer, policy, produce) comes from
 the worker's own /metrics; RSS from /proc/<pid>/status during the load.
@@ -42,6 +44,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from feedwarden.models.engine import ENGINE_THREAD_NAME
 from feedwarden.stream.broker import EmbeddedBroker, free_port, start_broker
 from feedwarden.stream.runner import local_worker_env, produce_posts, worker_process
 from feedwarden.stream.samples import numbered_posts
@@ -235,17 +238,20 @@ def _broker_phases(
         rss.mark("ready")
         say(f"worker pid {worker.pid} ready; RSS {rss.current_mib():.0f} MiB; draining the backlog")
         pids = {"worker": worker.pid, "broker": broker.process.pid}
-        cpu_before = _cpu_now(pids)
+        cpu_before, engine_before = _cpu_now(pids), _engine_thread_seconds(worker.pid)
         asyncio.run(_wait_committed(settings, len(backlog), say))
         cpu = _cpu_ms_per_post(cpu_before, _cpu_now(pids), len(backlog))
-        arrivals, ends = asyncio.run(_read_decisions(settings, len(backlog)))
+        engine_threads = 1000 * (_engine_thread_seconds(worker.pid) - engine_before) / len(backlog)
+        decided, ends = asyncio.run(_read_decisions(settings, len(backlog)))
+        arrivals = _arrivals(decided)
         n = arrivals[-1][1]
         before = _counted(url, n)
         rate = steady_rate(arrivals)
         report.end_to_end = {"posts_per_second": round(rate, 1), "posts": n,
                              "seconds_first_to_last": round(arrivals[-1][0] - arrivals[0][0], 3),
                              "worker_cpu_ms_per_post": cpu["worker"], "broker_cpu_ms_per_post": cpu["broker"],
-                             "measures": "decisions by their records' producer timestamps, read afterwards"}
+                             "measures": "decisions by their records' producer timestamps, read afterwards",
+                             **_in_run_overhead(cpu["worker"], engine_threads)}
         report.stages = _stage_profile(before, None)
         say(f"end to end: {rate:.0f} posts/s; {report.stages['batches']} batches of "
             f"{report.stages['mean_batch']:.1f} posts")
@@ -255,14 +261,17 @@ def _broker_phases(
         say(f"paced load: {count} posts at {paced_rate:.0f}/s "
             f"({paced_rate / rate:.0%} of the end-to-end maximum)")
         pids["bench"] = os.getpid()
-        cpu_before = _cpu_now(pids)
-        latencies = asyncio.run(_paced(settings, paced, paced_rate, ends, say, options.producer_linger_ms))
+        cpu_before, engine_before = _cpu_now(pids), _engine_thread_seconds(worker.pid)
+        sent = asyncio.run(_paced(settings, paced, paced_rate, say, options.producer_linger_ms))
+        asyncio.run(_wait_committed(settings, len(backlog) + count, say))
         cpu = _cpu_ms_per_post(cpu_before, _cpu_now(pids), count)
+        engine_threads = 1000 * (_engine_thread_seconds(worker.pid) - engine_before) / count
+        latencies = _latencies(sent, asyncio.run(_read_decisions(settings, count, ends))[0])
         after = _counted(url, n + count)
         report.latency = _latency_summary(latencies, paced_rate, count) | {
             "share_of_maximum": round(paced_rate / rate, 3),
-            # The paced load's CPU per post; the bench's producer and consumer share the cores.
-            "cpu_ms_per_post": cpu}
+            # The paced load's CPU per post; the bench's producer shares the cores.
+            "cpu_ms_per_post": cpu, **_in_run_overhead(cpu["worker"], engine_threads)}
         report.latency["paced_batches"] = _stage_profile(after, before)
         rss.mark("end")
         report.rss = rss.summary()
@@ -278,11 +287,39 @@ def _cpu_ms_per_post(before: dict[str, float], after: dict[str, float], posts: i
 
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    return _stat_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def _engine_thread_seconds(pid: int) -> float:
+    """utime + stime of the worker's engine threads (named ENGINE_THREAD_NAME: graph lanes,
+    the inference thread, the tokenizer's pool); they all live as long as the worker."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "comm").read_text().strip() == ENGINE_THREAD_NAME:
+                total += _stat_seconds(task / "stat")
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return total
+
+
+def _stat_seconds(stat: Path) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _in_run_overhead(worker_ms: float, engine_threads_ms: float) -> dict[str, Any]:
+    """The worker's CPU beyond its engine threads, over theirs, in the same phase. Unlike the
+    engine passes' CPU (measured before and after, in this process), it does not move when the
+    host's speed changes between phases. Decoding posts and encoding decisions run on the
+    inference thread, so they count as engine here (~0.015 ms/post, README "Performance")."""
+    if engine_threads_ms <= 0:
+        return {}
+    return {"worker_engine_threads_cpu_ms_per_post": round(engine_threads_ms, 3),
+            "worker_overhead_in_run": round(worker_ms / engine_threads_ms - 1, 3)}
 
 
 def _with_id(payload: bytes, suffix: str) -> bytes:
@@ -323,25 +360,34 @@ async def _wait_committed(settings: Settings, expected: int, say: Any) -> None:
 
 
 async def _read_decisions(
-    settings: Settings, expected: int
-) -> tuple[list[tuple[float, int]], dict[TopicPartition, int]]:
-    """Read `expected` decisions: (producer timestamp, decisions so far) per decision in time
-    order, and the next offset per partition. The worker's producer stamps each record when it
-    sends it (CreateTime), so the timestamps time the decisions, not this read."""
+    settings: Settings, expected: int, start: dict[TopicPartition, int] | None = None
+) -> tuple[list[tuple[float, str]], dict[TopicPartition, int]]:
+    """Read `expected` decisions from `start` (None: the beginning; never "latest", which Tansu
+    gets wrong): (producer timestamp, post id) per decision in time order, and the next offset
+    per partition. The worker's producer stamps each record when it sends it (CreateTime), so
+    the timestamps time the decisions, not this read."""
     consumer = _decisions_consumer(settings)
     await consumer.start()
-    stamps: list[float] = []
+    for tp, offset in (start or {}).items():
+        consumer.seek(tp, offset)
+    decisions: list[tuple[float, str]] = []
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     try:
-        while len(stamps) < expected:
+        while len(decisions) < expected:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(stamps)} of {expected} decisions read after {DRAIN_TIMEOUT_S:.0f}s")
+                raise TimeoutError(f"{len(decisions)} of {expected} decisions after {DRAIN_TIMEOUT_S:.0f}s")
             batches = await consumer.getmany(timeout_ms=200)
-            stamps += [m.timestamp / 1000 for messages in batches.values() for m in messages]
+            decisions += [(m.timestamp / 1000, str(orjson.loads(m.value or b"{}").get("post_id", "")))
+                          for messages in batches.values() for m in messages]
         ends = {tp: await consumer.position(tp) for tp in consumer.assignment()}
     finally:
         await consumer.stop()
-    return [(stamp, n) for n, stamp in enumerate(sorted(stamps), start=1)], ends
+    return sorted(decisions), ends
+
+
+def _arrivals(decisions: Sequence[tuple[float, str]]) -> list[tuple[float, int]]:
+    """(timestamp, decisions so far) per decision of a time-ordered list."""
+    return [(stamp, n) for n, (stamp, _post) in enumerate(decisions, start=1)]
 
 
 def steady_rate(arrivals: Sequence[tuple[float, int]], skip: float = STARTUP_SHARE) -> float:
@@ -359,55 +405,38 @@ def steady_rate(arrivals: Sequence[tuple[float, int]], skip: float = STARTUP_SHA
 
 
 async def _paced(
-    settings: Settings, payloads: Sequence[bytes], rate: float, start: dict[TopicPartition, int], say: Any,
-    linger_ms: int,
-) -> list[float]:
-    """Produce at `rate` posts/s; seconds from each send to its decision being consumed.
-
-    Decisions are read from `start` (where the backlog's ended), not from the
-    "latest" offsets, which Tansu gets wrong.
-    """
+    settings: Settings, payloads: Sequence[bytes], rate: float, say: Any, linger_ms: int
+) -> dict[str, float]:
+    """Produce at `rate` posts/s; the wall-clock time each post was sent, by post id."""
+    ids = [orjson.loads(payload)["id"] for payload in payloads]
     sent: dict[str, float] = {}
-    latencies: list[float] = []
-    consumer = _decisions_consumer(settings)
-    await consumer.start()
-    for tp, offset in start.items():
-        consumer.seek(tp, offset)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
-                                linger_ms=linger_ms)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=linger_ms)
     await producer.start()
-
-    async def produce() -> None:
+    try:
         started = time.monotonic()
-        for n, payload in enumerate(payloads):
+        next_report = started + 5
+        for n, (post_id, payload) in enumerate(zip(ids, payloads, strict=True)):
             delay = started + n / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            sent[orjson.loads(payload)["id"]] = time.monotonic()
+            sent[post_id] = time.time()
             await producer.send(settings.topics.posts, payload)
-        await producer.flush()
-
-    async def consume() -> None:
-        deadline = time.monotonic() + len(payloads) / rate + 120
-        next_report = time.monotonic() + 5
-        while len(latencies) < len(payloads) and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=100)
-            now = time.monotonic()
-            for messages in batches.values():
-                for message in messages:
-                    at = sent.get(orjson.loads(message.value or b"{}").get("post_id", ""))
-                    if at is not None:
-                        latencies.append(now - at)
-            if now > next_report:
-                say(f"  paced: {len(latencies)}/{len(payloads)} decisions")
+            if time.monotonic() > next_report:
+                say(f"  paced: {n + 1}/{len(payloads)} sent")
                 next_report += 5
-
-    try:
-        await asyncio.gather(produce(), consume())
+        await producer.flush()
     finally:
         await producer.stop()
-        await consumer.stop()
-    return latencies
+    return sent
+
+
+def _latencies(sent: dict[str, float], decisions: Sequence[tuple[float, str]]) -> list[float]:
+    """Seconds from each post's send to its first decision record's producer timestamp."""
+    first: dict[str, float] = {}
+    for stamp, post_id in decisions:
+        if post_id in sent:
+            first[post_id] = min(stamp, first.get(post_id, stamp))
+    return [stamp - sent[post_id] for post_id, stamp in first.items()]
 
 
 def _latency_summary(latencies: list[float], rate: float, count: int) -> dict[str, Any]:
@@ -419,7 +448,8 @@ def _latency_summary(latencies: list[float], rate: float, count: int) -> dict[st
     return {"rate_posts_per_second": round(rate, 1), "posts": count, "decided": len(ms),
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
             "max_ms": round(ms[-1], 1) if ms else None,
-            "measures": "produce (bench) -> decision consumed (bench)"}
+            "measures": "post sent (bench) -> its decision record sent (the worker's producer "
+                        "timestamp), decisions read after the phase"}
 
 
 # ---------------------------------------------------------------- worker metrics and memory
@@ -549,6 +579,10 @@ class _RssSampler:
 # ---------------------------------------------------------------- output
 
 
+def _percent(share: float | None) -> str:
+    return "?" if share is None else f"{share:.1%}"
+
+
 def describe(result: dict[str, Any]) -> str:
     c, engine, e2e, lat, st, rss = (result[k] for k in ("context", "engine", "end_to_end", "latency",
                                                          "stages", "rss"))
@@ -562,7 +596,8 @@ def describe(result: dict[str, Any]) -> str:
         f"ratio end to end / engine: {result['ratio_end_to_end_to_engine']} (wall clock; shared-CPU noise)",
         f"CPU per post: engine {engine['cpu_ms_per_post']} ms, worker {e2e['worker_cpu_ms_per_post']} ms "
         f"(+ broker {e2e['broker_cpu_ms_per_post']} ms); "
-        f"engine/worker {result['cpu_ratio_engine_to_worker']}",
+        f"engine/worker {result['cpu_ratio_engine_to_worker']}; in the worker, threads other than "
+        f"the engine's used {_percent(e2e.get('worker_overhead_in_run'))} of the engine threads' CPU",
         f"latency at {lat['rate_posts_per_second']:.0f} posts/s ({lat['share_of_maximum']:.0%} of max; "
         f"producer linger {c.get('producer_linger_ms')} ms), "
         f"{lat['decided']}/{lat['posts']} "

@@ -33,4 +33,8 @@ def test_quick_bench_prints_the_expected_keys(released_bundle: Bundle) -> None:
     assert result["latency"]["decided"] == result["latency"]["posts"]
     assert {"decode", "tokenize", "infer", "policy", "produce"} <= set(result["stages"]["seconds"])
     assert result["rss"]["hwm_mib"] > 0
+    # the worker's engine threads are told apart by their OS name, and do most of its work
+    e2e = result["end_to_end"]
+    assert 0 < e2e["worker_engine_threads_cpu_ms_per_post"] < e2e["worker_cpu_ms_per_post"]
+    assert e2e["worker_overhead_in_run"] > 0
     assert "[bench" in done.stderr  # progress lines

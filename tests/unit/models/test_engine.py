@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from feedwarden.models.bundle import MANIFEST, Bundle, BundleError, load_bundle
-from feedwarden.models.engine import Engine, choose_providers
+from feedwarden.models.engine import ENGINE_THREAD_NAME, Engine, choose_providers
 from tests.tiny_bundle import SAFETY, TOPIC
 
 TEXTS = ["free scam", "hello world", "", "bitcoin match election", "verify password " * 40, "idiot"]
@@ -87,3 +88,16 @@ def test_provider_choice() -> None:
     assert choose_providers("auto")[-1] == "CPUExecutionProvider"
     with pytest.raises(ValueError, match="unknown provider"):
         choose_providers("tpu")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc")
+def test_graph_lanes_carry_the_engine_thread_name(released_bundle: Bundle) -> None:
+    """`feedwarden bench` tells the engine's CPU from the rest of the worker by this name."""
+    def named() -> int:
+        return [task.read_text().strip() for task in Path("/proc/self/task").glob("*/comm")].count(
+            ENGINE_THREAD_NAME)
+
+    before = named()
+    engine = Engine(released_bundle, threads=2, providers="cpu")
+    engine.score(["first post", "second post", "third post", "fourth post", "fifth post"])
+    assert named() - before >= 2  # this engine's two lanes (and any tokenizer threads they start)

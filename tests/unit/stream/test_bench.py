@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from feedwarden.stream.bench import BenchResult, _batch_metrics, _texts, steady_rate
+from feedwarden.stream.bench import (
+    BenchResult,
+    _batch_metrics,
+    _in_run_overhead,
+    _latencies,
+    _texts,
+    steady_rate,
+)
 from feedwarden.stream.metrics import Metrics
 
 
@@ -38,3 +45,16 @@ def test_bench_texts_skip_what_the_worker_would_dead_letter(tmp_path: Path) -> N
     assert _texts(source, max_text_chars=5) == ["short"]
     with pytest.raises(ValueError, match="at most 3 characters"):
         _texts(source, max_text_chars=3)
+
+
+def test_latency_runs_from_the_send_to_the_first_decision_of_the_post() -> None:
+    sent = {"a": 10.0, "b": 10.5, "c": 11.0}
+    # "a" decided twice (a redelivery), "c" not yet, "other" sent in another run
+    decisions = [(10.1, "a"), (10.25, "a"), (10.9, "b"), (11.5, "other")]
+    assert sorted(_latencies(sent, decisions)) == pytest.approx([0.1, 0.4])
+
+
+def test_in_run_overhead_is_the_rest_of_the_worker_over_its_engine_threads() -> None:
+    assert _in_run_overhead(2.75, 2.5) == {"worker_engine_threads_cpu_ms_per_post": 2.5,
+                                           "worker_overhead_in_run": 0.1}
+    assert _in_run_overhead(2.75, 0.0) == {}  # no engine thread found (not Linux): no figure
