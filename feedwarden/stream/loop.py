@@ -2,8 +2,9 @@
 
 - Drift (`stream.drift`): the batch hook sends per-label window stats to the
   drift-stats topic; the `drift-merge` agent merges them into the
-  `drift-cells` tumbling table (one cell per bundle version and window); a timer evaluates closed windows and
-  publishes to drift.alerts and retrain.requests.
+  `drift-cells` tumbling table (one cell per bundle version and window); a
+  timer evaluates closed windows and publishes to drift.alerts and
+  retrain.requests.
 - Updates (`stream.updates`): a task follows model.updates and hot-swaps the
   serving Moderator, or loads a shadow (`stream.shadow`).
 
@@ -13,8 +14,8 @@ consumer group) holds every label's windows; only that worker evaluates
 (the timer checks it owns the partition actively, not as a standby). The
 evaluation needs all labels of a window in one place anyway, since the
 multiple-testing correction is across labels, and the traffic is one
-message (and one changelog record) per batch. If that worker dies the partition moves with
-its table, restored from the changelog. model.updates, by contrast, must
+message (and one changelog record) per batch. If that worker dies the
+partition moves with its table, restored from the changelog. model.updates, by contrast, must
 reach every worker, so it is read by a plain consumer without a group, not
 by an agent (an agent would share its partition with one worker).
 """
