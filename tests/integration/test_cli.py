@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
@@ -34,15 +35,27 @@ def test_run_once_decides_the_whole_sample_stream(released_bundle: Bundle) -> No
     assert done.stdout.count("DLQ ") == 16
 
 
-def test_run_stops_every_child_on_sigterm(released_bundle: Bundle) -> None:
+@pytest.mark.parametrize("when", ["starting", "after the stream"])
+def test_run_stops_every_child_on_sigterm(released_bundle: Bundle, when: str) -> None:
     env = os.environ | {"FEEDWARDEN_BUNDLE": str(released_bundle.path)}
     run = subprocess.Popen(
         feedwarden("run", "--web-port", str(free_port())), env=env, stdout=subprocess.PIPE, text=True
     )
     assert run.stdout is not None
-    lines = [run.stdout.readline() for _ in range(2)]
-    worker_pid = int(lines[1].split("pid ")[1].split(";")[0])
-    time.sleep(1)
+    stdout = run.stdout
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()  # read on a thread, so a get can time out
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    lines.get(timeout=60)
+    worker_pid = int(lines.get(timeout=60).split("pid ")[1].split(";")[0])
+    if when == "after the stream":  # without --once it keeps watching, but says when all is decided
+        while not (line := lines.get(timeout=120)).startswith("done:"):
+            pass
+        assert "done: 60 decisions, 16 dead letters" in line and "Ctrl-C stops" in line
     run.send_signal(signal.SIGTERM)
     assert run.wait(60) == 130
     with pytest.raises(ProcessLookupError):
