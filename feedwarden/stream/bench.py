@@ -380,8 +380,9 @@ async def _read_decisions(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(decisions)} of {expected} decisions after {DRAIN_TIMEOUT_S:.0f}s")
             batches = await consumer.getmany(timeout_ms=200)
-            decisions += [(m.timestamp / 1000, str(orjson.loads(m.value or b"{}").get("post_id", "")))
-                          for messages in batches.values() for m in messages]
+            # a decision record's key is its post's id (stream/topology.py): no value to decode
+            decisions += [(m.timestamp / 1000, (m.key or b"").decode()) for messages in batches.values()
+                          for m in messages]
         ends = {tp: await consumer.position(tp) for tp in consumer.assignment()}
     finally:
         await consumer.stop()
