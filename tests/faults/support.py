@@ -24,14 +24,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 async def fresh_topics(bootstrap: str, partitions: int, tag: str = "ft") -> Topics:
     """Unique topic names (created now), so tests never see each other's records."""
     run = f"{tag}-{uuid.uuid4().hex[:8]}"
-    topics = Topics(
-        f"posts-{run}",
-        f"decisions-{run}",
-        f"decisions.hide-{run}",
-        f"decisions.warn-{run}",
-        f"decisions.badge-{run}",
-        f"posts.dlq-{run}",
-    )
+    topics = Topics(*(f"{name}-{run}" for name in Topics().all()))
     await create_topics(bootstrap, topics.all(), default_partitions=partitions)
     return topics
 

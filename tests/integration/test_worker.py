@@ -38,14 +38,7 @@ FEED_LEAD = 150
 def topics(kafka_bootstrap: str) -> Topics:
     """Fresh topic names per test, so tests never see each other's records."""
     run = uuid.uuid4().hex[:8]
-    names = Topics(
-        f"posts-{run}",
-        f"decisions-{run}",
-        f"decisions.hide-{run}",
-        f"decisions.warn-{run}",
-        f"decisions.badge-{run}",
-        f"posts.dlq-{run}",
-    )
+    names = Topics(*(f"{name}-{run}" for name in Topics().all()))
     asyncio.run(create_topics(kafka_bootstrap, names.all(), default_partitions=PARTITIONS))
     return names
 
