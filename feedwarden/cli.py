@@ -20,6 +20,13 @@ STREAM_COMMANDS = ("worker", "score", "broker", "run", "bench")
 EXIT_CONFIG = 2
 
 
+def count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _binary(path: Path, mode: str) -> contextlib.AbstractContextManager[BinaryIO]:
     """The file at `path`, or for "-" the standard stream (left open)."""
     if str(path) != "-":
@@ -58,7 +65,7 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     bench = commands.add_parser(
-        "bench", help="engine vs end-to-end throughput, latency at half load, stages and RSS (one run)")
+        "bench", help="engine vs end-to-end throughput, latency at half load, stages and RSS")
     bench.add_argument("--posts", type=int, help="posts per phase (default 5000; 300 with --quick)")
     bench.add_argument("--batch-size", type=int, help="worker micro-batch (default: FEEDWARDEN_BATCH_SIZE)")
     bench.add_argument("--paced-seconds", type=float, help="paced-load duration (default 15; 4 with --quick)")
@@ -71,6 +78,8 @@ def build_parser(with_training: bool = True) -> argparse.ArgumentParser:
                        "texts if ../shared/data is present, else the packaged samples)")
     bench.add_argument("--quick", action="store_true", help="small run (a smoke test)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.add_argument("--repeat", type=count, default=1,
+                       help="whole runs; more than 1 prints each run's headline figures and their medians")
     bench.set_defaults(handler=_bench)
 
     if with_training:
@@ -170,6 +179,7 @@ def _bench(args: argparse.Namespace) -> int:
         paced_seconds=args.paced_seconds or (4.0 if args.quick else 15.0),
         paced_rate=args.paced_rate, producer_linger_ms=args.producer_linger_ms,
         engine_repeats=1 if args.quick else 2, source=args.source, as_json=args.json,
+        repeat=args.repeat,
     )
     return bench(options)
 

@@ -18,7 +18,9 @@
 
 Stage time per batch (decode, tokenize, infer, policy, produce) comes from
 the worker's own /metrics; RSS from /proc/<pid>/status during the load.
-Progress goes to stderr; the summary (or `--json`) to stdout.
+Progress goes to stderr; the summary (or `--json`) to stdout. `--repeat N`
+makes N whole runs and tabulates the headline figures per run and their
+medians: on a shared machine one run's ratio is noise, a median is a figure.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ class BenchOptions:
     engine_repeats: int = 2
     source: Path | None = None  # JSONL with a "text" field; None: Janitr valid if present, else samples
     as_json: bool = False
+    repeat: int = 1  # whole runs (fresh broker and worker each); more than 1 adds medians over them
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be at least 1, not {self.repeat}")
 
 
 @dataclass
@@ -126,6 +133,21 @@ def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sy
     def say(line: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=progress, flush=True)
 
+    results = []
+    for number in range(1, options.repeat + 1):
+        if options.repeat > 1:
+            say(f"run {number} of {options.repeat}")
+        results.append(_run(options, say))
+    if options.repeat == 1:
+        text, figures = describe(results[0]), results[0]
+    else:
+        text, figures = describe_runs(results), {"runs": results, "median": medians(results)}
+    print(json.dumps(figures, indent=2) if options.as_json else text, file=out, flush=True)
+    return 0
+
+
+def _run(options: BenchOptions, say: Any) -> dict[str, Any]:
+    """One whole run: engine passes, the broker phases on a fresh broker, engine passes again."""
     report = Report()
     settings = Settings.from_env()
     payloads, source = _payloads(options, settings.max_text_chars)
@@ -147,12 +169,7 @@ def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sy
                      "cpu_ms_per_post": round(statistics.median(engine_cpu), 3),
                      "measures": "tokenize + graph + policy, in-process, chunks of the batch size"}
     report.context["load_after"] = _loadavg()
-    result = report.to_dict()
-    if options.as_json:
-        print(json.dumps(result, indent=2), file=out, flush=True)
-    else:
-        print(describe(result), file=out, flush=True)
-    return 0
+    return report.to_dict()
 
 
 # ---------------------------------------------------------------- posts
@@ -622,6 +639,54 @@ def describe(result: dict[str, Any]) -> str:
         lines.append(f"paced: {paced['batches']} batches, mean {paced['mean_batch']} posts; CPU ms/post "
                      + ", ".join(f"{who} {ms}" for who, ms in cpu.items()))
     return "\n".join(lines)
+
+
+# What `--repeat` tabulates per run and as a median over the runs: the issue's targets first.
+HEADLINE = (
+    ("ratio_end_to_end_to_engine", "ratio end to end / engine"),
+    ("end_to_end.posts_per_second", "end to end, posts/s"),
+    ("engine.posts_per_second", "engine, posts/s"),
+    ("end_to_end.worker_overhead_in_run", "worker overhead in the run"),
+    ("cpu_ratio_engine_to_worker", "CPU engine / worker"),
+    ("latency.rate_posts_per_second", "paced load, posts/s"),
+    ("latency.p50_ms", "latency p50, ms"),
+    ("latency.p99_ms", "latency p99, ms"),
+    ("rss.max_under_load_mib", "RSS max under load, MiB"),
+)
+
+
+def _figure(result: dict[str, Any], path: str) -> float | None:
+    value: Any = result
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def medians(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The median of each headline figure over the runs that have it."""
+    found = {path: [v for r in results if (v := _figure(r, path)) is not None] for path, _ in HEADLINE}
+    return {path: round(statistics.median(values), 3) for path, values in found.items() if values}
+
+
+def describe_runs(results: Sequence[dict[str, Any]]) -> str:
+    """One row per headline figure: each run, then the median."""
+    middle = medians(results)
+    header = " | ".join(["figure", *(f"run {n}" for n in range(1, len(results) + 1)), "median"])
+    rows = [header, " | ".join(["---"] * (len(results) + 2))]
+    for path, name in HEADLINE:
+        cells = [_cell(_figure(r, path)) for r in results]
+        rows.append(" | ".join([name, *cells, _cell(middle.get(path))]))
+    fewest = min(r.get("stages", {}).get("batches", MIN_MEASURED_BATCHES) for r in results)
+    if fewest < MIN_MEASURED_BATCHES:
+        rows.append(f"-- end to end from as few as {fewest} batches: a smoke test, not a measurement")
+    first = results[0]["context"]
+    return (f"{len(results)} runs; posts: {first['posts']} from {first['source']}; batch "
+            f"{first['batch_size']}; load average {first['load_before']} -> "
+            f"{results[-1]['context']['load_after']}\n" + "\n".join(rows))
+
+
+def _cell(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"
 
 
 def _loadavg() -> str:

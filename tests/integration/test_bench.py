@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -38,3 +39,20 @@ def test_quick_bench_prints_the_expected_keys(released_bundle: Bundle) -> None:
     assert 0 < e2e["worker_engine_threads_cpu_ms_per_post"] < e2e["worker_cpu_ms_per_post"]
     assert e2e["worker_overhead_in_run"] > 0
     assert "[bench" in done.stderr  # progress lines
+
+
+def test_repeated_bench_reports_each_run_and_the_medians(released_bundle: Bundle) -> None:
+    env = os.environ | {"FEEDWARDEN_BUNDLE": str(released_bundle.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "feedwarden.cli", "bench", "--quick", "--json", "--posts", "120",
+         "--paced-seconds", "2", "--repeat", "2"],
+        env=env, capture_output=True, text=True, timeout=340,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    runs = result["runs"]
+    assert [run["end_to_end"]["posts"] for run in runs] == [120, 120]
+    assert "run 2 of 2" in done.stderr
+    ratios = [run["ratio_end_to_end_to_engine"] for run in runs]
+    assert result["median"]["ratio_end_to_end_to_engine"] == round(statistics.median(ratios), 3)
+    assert result["median"]["latency.p99_ms"] > 0
