@@ -133,24 +133,27 @@ def bench(options: BenchOptions, out: TextIO = sys.stdout, progress: TextIO = sy
     def say(line: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {line}", file=progress, flush=True)
 
+    settings = Settings.from_env()
+    payloads, source = _payloads(options, settings.max_text_chars)
     results = []
     for number in range(1, options.repeat + 1):
         if options.repeat > 1:
             say(f"run {number} of {options.repeat}")
-        results.append(_run(options, say))
-    if options.repeat == 1:
-        text, figures = describe(results[0]), results[0]
+        results.append(_run(options, settings, payloads, source, say))
+    single = options.repeat == 1
+    if options.as_json:
+        figures = results[0] if single else {"runs": results, "median": medians(results)}
+        print(json.dumps(figures, indent=2), file=out, flush=True)
     else:
-        text, figures = describe_runs(results), {"runs": results, "median": medians(results)}
-    print(json.dumps(figures, indent=2) if options.as_json else text, file=out, flush=True)
+        print(describe(results[0]) if single else describe_runs(results), file=out, flush=True)
     return 0
 
 
-def _run(options: BenchOptions, say: Any) -> dict[str, Any]:
+def _run(
+    options: BenchOptions, settings: Settings, payloads: list[bytes], source: str, say: Any
+) -> dict[str, Any]:
     """One whole run: engine passes, the broker phases on a fresh broker, engine passes again."""
     report = Report()
-    settings = Settings.from_env()
-    payloads, source = _payloads(options, settings.max_text_chars)
     batch_size = options.batch_size or settings.batch_size
     report.context = {"posts": len(payloads), "source": source, "batch_size": batch_size,
                       "producer_linger_ms": options.producer_linger_ms,
