@@ -11,8 +11,12 @@ import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feedwarden.training.data import data_root
+
+if TYPE_CHECKING:
+    from feedwarden.models.bundle import Bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -68,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     release = subparsers.add_parser("release", help="make a candidate bundle the packaged default")
     release.add_argument("bundle", type=Path)
-    release.add_argument("--allow-failing-gates", action="store_true")
+    release.add_argument(
+        "--allow-failing-gates", action="store_true", help="release despite failing gates or vectors"
+    )
     release.set_defaults(handler=_release)
 
 
@@ -132,9 +138,9 @@ def _publish(source: Path, allow_failing: bool) -> int:
     from feedwarden.models.bundle import default_bundle_path, load_bundle
 
     bundle = load_bundle(source)
-    failing = [lab for lab, status in bundle.manifest.metrics.get("gates", {}).items() if status == "fail"]
-    if failing and not allow_failing:
-        print(f"refusing to release {bundle.version}: gates fail for {failing}")
+    blockers = _release_blockers(bundle)
+    if blockers and not allow_failing:
+        print(f"refusing to release {bundle.version}: " + "; ".join(blockers))
         return 1
     dest = default_bundle_path()
     staging = dest.with_name(f".{dest.name}.new")
@@ -145,8 +151,28 @@ def _publish(source: Path, allow_failing: bool) -> int:
         shutil.rmtree(dest)
     staging.chmod(0o755)
     staging.rename(dest)
-    print(f"released {bundle.version} to {dest}" + (f" (failing gates: {failing})" if failing else ""))
+    print(f"released {bundle.version} to {dest}" + (f" ({'; '.join(blockers)})" if blockers else ""))
     return 0
+
+
+def _release_blockers(bundle: Bundle) -> list[str]:
+    """Failing release gates, and regression vectors failing without a known_failure reason."""
+    from feedwarden.training.vectors import VECTORS_PATH, load_vectors, run_vectors, summarize
+
+    failing = [lab for lab, status in bundle.manifest.metrics.get("gates", {}).items() if status == "fail"]
+    vectors = summarize(run_vectors(bundle, load_vectors()))
+    print(f"regression vectors: {vectors['passed']} of {vectors['total']} pass")
+    for vector_id in vectors["regressions"]:
+        print(f"  {vector_id} fails: " + "; ".join(vectors["failures"][vector_id]))
+    if vectors["fixed"]:
+        print(f"  known failures that now pass (drop their known_failure): {vectors['fixed']}")
+    blockers = [f"gates fail for {failing}"] if failing else []
+    if vectors["regressions"]:
+        blockers.append(
+            f"regression vectors fail for {vectors['regressions']} (a failure to accept needs a "
+            f"known_failure reason in {VECTORS_PATH})"
+        )
+    return blockers
 
 
 def _logging() -> None:

@@ -318,6 +318,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         ]
     if results.get("tweeteval"):
         lines += ["## TweetEval", ""] + [f"- {k}: {v:.3f}" for k, v in results["tweeteval"].items()] + [""]
+    if results.get("regression_vectors"):
+        lines += _vector_lines(results["regression_vectors"])
     for key in ("int8_parity", "timings", "sizes"):
         if key in results:
             lines += [
@@ -330,3 +332,16 @@ def markdown(results: Mapping[str, Any]) -> str:
             ]
     lines += ["Plots: `plots/<label>.png` (precision-recall and reliability).", ""]
     return "\n".join(lines)
+
+
+def _vector_lines(summary: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "## Regression vectors",
+        "",
+        f"- {summary['passed']} of {summary['total']} pass",
+        f"- failing and not known failures (a release refuses them): {summary['regressions'] or 'none'}",
+        f"- known failures that now pass (drop their `known_failure`): {summary['fixed'] or 'none'}",
+        "",
+    ]
+    lines += [f"- `{vid}`: " + "; ".join(problems) for vid, problems in summary["failures"].items()]
+    return lines + [""]

@@ -12,11 +12,13 @@ from feedwarden.policy.rules import Policy
 from feedwarden.training.config import PipelineConfig
 from feedwarden.training.corpus import load_corpus
 from feedwarden.training.evaluate import evaluate, write_report
+from feedwarden.training.vectors import load_vectors, run_vectors, summarize
 from feedwarden.training.views import TaskView
 
 
 def evaluate_bundle(path: Path, data: Path, out: Path) -> Path:
-    """Score the validation set with the bundle's own graph, calibration and policy."""
+    """Score the validation set and the regression vectors with the bundle's own graph,
+    calibration and policy."""
     bundle = load_bundle(path)
     manifest = bundle.manifest
     view = TaskView(safety=manifest.head("safety").labels, topic=manifest.head("topic").labels)
@@ -28,5 +30,6 @@ def evaluate_bundle(path: Path, data: Path, out: Path) -> Path:
         raise ValueError(f"engine label order {labels} differs from the manifest's {view.labels}")
     results = evaluate(corpus.valid, np.asarray(probs), view, policy)
     results["bundle"] = {"version": bundle.version, "path": str(path)}
+    results["regression_vectors"] = summarize(run_vectors(bundle, load_vectors()))
     write_report(out, results, corpus.valid, np.asarray(probs), view, policy)
     return out / "report.md"

@@ -4,8 +4,9 @@
 version, else the packaged default, which is imported into the registry
 before the first new version is written, so it can be rolled back to) on a
 realistic base-rate calibration set plus moderator verdicts from the
-`feedback` topic (`training.feedback`), judges the release gates, and if
-they pass writes `<base>-r<UTC timestamp>` into the
+`feedback` topic (`training.feedback`), judges the release gates and the
+regression vectors (`training.vectors`: none the serving bundle passes may
+fail), and if they pass writes `<base>-r<UTC timestamp>` into the
 registry (same graph and tokenizer, new calibration, policy and drift
 references), promotes it and announces it on `model.updates`
 (`models.updates`). With `--shadow` the version is written and announced as
@@ -113,6 +114,7 @@ class Outcome:
 def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Outcome:
     from feedwarden.models.registry import Registry
     from feedwarden.training.recalibration import version_name
+    from feedwarden.training.vectors import regressions
 
     started = time.monotonic()
     registry = Registry(options.registry)
@@ -133,8 +135,10 @@ def run_once(options: Options, now: Callable[[], datetime] = lambda: datetime.no
         details["corpus_config"] = "the retraining run's" if options.retrain else config_source
         blocking = blocking_failures(candidate.failures, before["gates"], _tiers(base))
         details["carried_failures"] = sorted(set(candidate.failures) - set(blocking))
-        if blocking:
-            reason = _failure_reason(blocking, options.retrain)
+        recalibrated = replace(base, manifest=replace(base.manifest, calibration=candidate.calibration))
+        details["vector_regressions"] = regressions(serving, recalibrated, candidate.policy)
+        if blocking or details["vector_regressions"]:
+            reason = _failure_reason(blocking, details["vector_regressions"], options.retrain)
             return Outcome("gates_failed", serving.version, reason, details=details)
         reason = _reason(options)
         adopt(registry, serving)
@@ -353,10 +357,18 @@ def _why(gate: Mapping[str, Any]) -> dict[str, Any]:
     return {"failures": gate["failures"]} if gate.get("failures") else {}
 
 
-def _failure_reason(failures: Mapping[str, list[str]], retrained: bool) -> str:
-    listed = "; ".join(f"{label}: {', '.join(why)}" for label, why in sorted(failures.items()))
+def _failure_reason(
+    failures: Mapping[str, list[str]], vectors: Mapping[str, list[str]], retrained: bool
+) -> str:
+    reasons = []
+    if failures:
+        listed = "; ".join(f"{label}: {', '.join(why)}" for label, why in sorted(failures.items()))
+        reasons.append(f"release gates fail for {sorted(failures)} ({listed})")
+    if vectors:
+        listed = "; ".join(f"{vid}: {', '.join(why)}" for vid, why in sorted(vectors.items()))
+        reasons.append(f"regression vectors the serving bundle passes fail ({listed})")
     hint = "" if retrained else " — recalibration alone cannot meet them; retraining needed (--retrain)"
-    return f"release gates fail for {sorted(failures)} ({listed}){hint}"
+    return "; ".join(reasons) + hint
 
 
 def _reason(options: Options) -> str:

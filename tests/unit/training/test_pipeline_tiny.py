@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,10 @@ def test_tiny_pipeline_writes_a_loadable_bundle(tiny_run: Path) -> None:
 
 def test_tiny_pipeline_writes_the_report(tiny_run: Path) -> None:
     report = json.loads((tiny_run / "report" / "report.json").read_text())
-    assert {"labels", "janitr", "tweeteval", "int8_parity", "gates"} <= set(report)
-    assert (tiny_run / "report" / "report.md").is_file()
+    assert {"labels", "janitr", "tweeteval", "int8_parity", "gates", "regression_vectors"} <= set(report)
+    vectors = report["regression_vectors"]
+    assert vectors["total"] == len(vectors["failures"]) + vectors["passed"]
+    assert "## Regression vectors" in (tiny_run / "report" / "report.md").read_text()
     assert (tiny_run / "report" / "plots" / "scam.png").is_file()
 
 
@@ -71,3 +74,18 @@ def test_recalibrate_rebuilds_the_runs_own_corpus(tiny_run: Path, tmp_path: Path
     assert main(["recalibrate", "--out", str(run), "--data", str(data_root())]) == 0
     recalibrated = load_bundle(run / "bundle").manifest.metrics
     assert PipelineConfig.from_dict(recalibrated["config"]) == PipelineConfig.tiny()
+
+
+def test_release_refuses_a_bundle_that_fails_regression_vectors(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A few hundred rows and steps cannot tell a scam from a tweet: the release gate must see it."""
+    from feedwarden.cli import main
+    from feedwarden.models.bundle import default_bundle_path
+
+    before = (default_bundle_path() / "manifest.json").read_bytes()
+    assert main(["release", str(tiny_run / "bundle")]) == 1
+    out = capsys.readouterr().out
+    assert "refusing to release" in out and "regression vectors fail for [" in out
+    assert re.search(r"\n  [\w-]+ fails: \w+ [01]\.\d{3} \(threshold [01]\.\d{3}\) should", out), out
+    assert (default_bundle_path() / "manifest.json").read_bytes() == before

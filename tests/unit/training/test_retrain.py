@@ -14,10 +14,11 @@ from feedwarden.models.bundle import Bundle, load_bundle
 from feedwarden.models.engine import Engine
 from feedwarden.models.registry import Registry, check_version
 from feedwarden.models.updates import ModelUpdate, UpdateError, decode
-from feedwarden.training import feedback, recalibration, retrain
+from feedwarden.training import feedback, recalibration, retrain, vectors
 from feedwarden.training.config import PipelineConfig
 from feedwarden.training.data import Example
 from feedwarden.training.recalibration import Pools, clean_share_of, version_name, with_verdicts
+from feedwarden.training.vectors import Vector
 from feedwarden.training.views import UMBRELLA, TaskView
 
 NOW = datetime(2026, 11, 22, 1, 30, 0, tzinfo=UTC)
@@ -259,6 +260,7 @@ def test_passing_candidate_is_written_promoted_and_announced(
     outcome = retrain.run_once(job.options, now=lambda: NOW)
     assert outcome.status == "promoted" and outcome.exit_code == 0
     assert outcome.version == "tiny-1-r20261122T013000Z"
+    assert outcome.details["vector_regressions"] == {}
     registry = Registry(job.options.registry)
     assert [p.version for p in registry.history()] == ["tiny-1", outcome.version]
     [(topic, key, update)] = job.sent
@@ -293,6 +295,19 @@ def test_failing_candidate_is_neither_written_nor_published(
     assert outcome.version is None and outcome.update is None
     assert Registry(job.options.registry).versions() == []
     assert job.sent == []
+
+
+def test_a_candidate_failing_a_vector_the_serving_bundle_passes_is_refused(
+    job: Job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibrated on rows whose labels sit on the wrong texts, the candidate stops firing on "scam"."""
+    suite = [Vector("scam-word", "positive", "free scam", fires=("scam",))]
+    monkeypatch.setattr(vectors, "load_vectors", lambda: suite)
+    _use_pools(monkeypatch, _pool(15, 900, "calib", inverted=True), _pool(15, 900, "valid"))
+    outcome = retrain.run_once(job.options, now=lambda: NOW)
+    assert outcome.status == "gates_failed" and list(outcome.details["vector_regressions"]) == ["scam-word"]
+    assert "regression vectors the serving bundle passes fail (scam-word: scam 0." in outcome.reason
+    assert Registry(job.options.registry).versions() == [] and job.sent == []
 
 
 def test_shadow_candidate_is_announced_but_not_promoted(job: Job, monkeypatch: pytest.MonkeyPatch) -> None:
