@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="share of abuse rows added in obfuscated spelling",
     )
     train.add_argument(
+        "--target-swap-share",
+        type=float,
+        default=None,
+        help="share of abuse rows naming a target group added with another group named",
+    )
+    train.add_argument(
         "--release", action="store_true", help="release the bundle as the default if its gates pass"
     )
     train.set_defaults(handler=_train)
@@ -83,7 +89,8 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     base = PipelineConfig.tiny() if args.tiny else PipelineConfig()
     mix = {"obfuscated_share": getattr(args, "obfuscated_share", None), "cap": getattr(args, "mix_cap", None),
-           "clean_rows": getattr(args, "clean_rows", None)}
+           "clean_rows": getattr(args, "clean_rows", None),
+           "target_swap_share": getattr(args, "target_swap_share", None)}
     base = base.with_overrides(mix=replace(base.mix, **{k: v for k, v in mix.items() if v is not None}))
     seeds = tuple(args.seeds) if args.seeds else None
     return base.with_overrides(

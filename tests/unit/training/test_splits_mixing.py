@@ -99,3 +99,27 @@ def test_obfuscated_copies_come_from_abuse_sources_only_and_keep_labels() -> Non
         "n*thing",
         "noth*ng",
     }
+
+
+def test_target_swapped_copies_name_another_group_and_keep_labels() -> None:
+    from feedwarden.training.mixing import GROUP_NOUN, TARGET_GROUPS, swap_target, target_swapped_copies
+
+    rows = [
+        Example(f"h{i}", "Send the illegals home, women too", frozenset({"hate"}), "tweeteval_hate", "train")
+        for i in range(10)
+    ]
+    rows += [
+        Example(f"n{i}", "refugees welcome here", frozenset(), "tweeteval_hate", "train") for i in range(10)
+    ]
+    rows += [Example("x", "nobody named", frozenset({"hate"}), "tweeteval_hate", "train")]
+    rows += [Example("j", "women in crypto meetup", frozenset({"topic_crypto"}), "janitr", "train")]
+    copies = target_swapped_copies(rows, 0.5, random.Random(0))
+    assert len(copies) == 10 and all(c.id.endswith(":target") for c in copies)
+    by_id = {r.id: r for r in rows}
+    for copy in copies:
+        original = by_id[copy.id.removesuffix(":target")]
+        assert (copy.labels, copy.source) == (original.labels, original.source)
+        named = {m.lower() for m in GROUP_NOUN.findall(original.text)}
+        [group] = [g for g in TARGET_GROUPS if copy.text == GROUP_NOUN.sub(g, original.text)]
+        assert group.lower() not in named
+    assert swap_target("nobody named", random.Random(0)) == "nobody named"
