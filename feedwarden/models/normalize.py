@@ -12,7 +12,8 @@ all letters and tokenizes into at most half as many pieces (so "b4ck" and
 "1d10t" become "back" and "idiot", while "3x", "4claw", "web3", "$2M" or the
 cashtag "$ETH" stay; "v3rmin" stays too, "vermin" being two pieces), and a run
 of four or more spaced single letters is joined when the joined word is a whole
-word of the vocabulary ("U S A" stays). NFKC folds styled and full-width
+word of the vocabulary, also after a leading "I" or "a" ("I h a t e" reads "I hate";
+"U S A" stays). NFKC folds styled and full-width
 letters and digits into plain ones (punctuation and symbols keep their form);
 zero-width characters are dropped. Plain text passes through unchanged.
 """
@@ -36,6 +37,7 @@ _LEET_TOKEN = re.compile("[^ ]*[013457@$!][^ ]*")
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b\u2060-\u2064\ufeff]")
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_] ){3,}[^\W\d_](?![^\W\d_])")
 _EDGE_PUNCTUATION = ".,;:?!\"'()[]{}…"
+_ONE_LETTER_WORDS = frozenset("IaA")
 
 
 class Deobfuscator:
@@ -57,8 +59,15 @@ class Deobfuscator:
         return self._word(match.group(0))
 
     def _joined(self, match: re.Match[str]) -> str:
-        word = match.group(0).replace(" ", "")
-        return word if word.lower() in self.vocab else match.group(0)
+        letters = match.group(0).split(" ")
+        word = "".join(letters)
+        if word.lower() in self.vocab:
+            return word
+        # The run may begin with the word "I" or "a": "I h a t e you", "a b i t c h".
+        rest = "".join(letters[1:])
+        if letters[0] in _ONE_LETTER_WORDS and len(rest) >= 4 and rest.lower() in self.vocab:
+            return f"{letters[0]} {rest}"
+        return match.group(0)
 
     def _word(self, token: str) -> str:
         core = token.strip(_EDGE_PUNCTUATION)

@@ -20,6 +20,7 @@ def deobfuscate(released_bundle: Bundle) -> Deobfuscator:
         ("these 1llegal 1nvaders, s3nd them b4ck", "these illegal invaders, send them back"),
         ("such a f*cking 1d10t, go d!e", "such a f*cking idiot, go die"),
         ("women are s t u p i d, shut up b i t c h", "women are stupid, shut up bitch"),
+        ("I h a t e them all", "I hate them all"),  # a one-letter word opening the run
         ("𝗙𝗥𝗘𝗘 𝗖𝗥𝗬𝗣𝗧𝗢 fr33 cl41m", "FREE CRYPTO free claim"),
         ("free\u200bcrypto gi\u200bveaway", "freecrypto giveaway"),
     ],
