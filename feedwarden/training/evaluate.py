@@ -320,6 +320,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines += ["## TweetEval", ""] + [f"- {k}: {v:.3f}" for k, v in results["tweeteval"].items()] + [""]
     if results.get("regression_vectors"):
         lines += _vector_lines(results["regression_vectors"])
+    if results.get("functional_hate"):
+        lines += _functional_lines(results["functional_hate"])
     for key in ("int8_parity", "timings", "sizes"):
         if key in results:
             lines += [
@@ -344,4 +346,39 @@ def _vector_lines(summary: Mapping[str, Any]) -> list[str]:
         "",
     ]
     lines += [f"- `{vid}`: " + "; ".join(problems) for vid, problems in summary["failures"].items()]
+    return lines + [""]
+
+
+def _functional_lines(report: Mapping[str, Any]) -> list[str]:
+    overall = report["overall"]
+
+    def flagged(fig: Mapping[str, float]) -> str:
+        return f"{fig['recall']:.2f}" if "recall" in fig else f"{fig['fpr']:.2f}"
+
+    lines = [
+        "## Functional test of hate speech (templates x target groups, `training/functional.py`)",
+        "",
+        f"- {overall['cases']} cases; `hate` acts: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in overall["hate"].items())
+        + "; `hate` or `offensive` acts: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in overall["hate_or_offensive"].items()),
+        "",
+        "| functionality | hateful | share flagged: hate | hate or offensive |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, block in report["by_functionality"].items():
+        hateful = "recall" in block["hate"]
+        lines.append(
+            f"| {name} | {'yes' if hateful else 'no'} | {flagged(block['hate'])} | "
+            f"{flagged(block['hate_or_offensive'])} |"
+        )
+    lines += [
+        "",
+        "| group | recall: hate | hate or offensive | FPR: hate | hate or offensive |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, block in report["by_group"].items():
+        hate, either = block["hate"], block["hate_or_offensive"]
+        cells = (hate["recall"], either["recall"], hate["fpr"], either["fpr"])
+        lines.append(f"| {name} | " + " | ".join(f"{value:.2f}" for value in cells) + " |")
     return lines + [""]

@@ -24,6 +24,7 @@ from feedwarden.training.config import PipelineConfig
 from feedwarden.training.corpus import Corpus, load_corpus
 from feedwarden.training.data import Example
 from feedwarden.training.evaluate import evaluate, json_default, write_report
+from feedwarden.training.functional import functional_report
 from feedwarden.training.vectors import load_vectors, run_vectors, summarize
 from feedwarden.training.views import (
     DEFAULT_FPR_BUDGET,
@@ -165,7 +166,8 @@ def finish(
     bundle = assemble_bundle(out, graphs[variant], config, view, calibration, policy, references, results)
     t = stage.mark("bundle", t)
     results["regression_vectors"] = summarize(run_vectors(bundle, load_vectors()))
-    stage.mark("regression_vectors", t)  # before the report, which records the timings
+    results["functional_hate"] = functional_report(bundle)
+    stage.mark("probes", t)  # before the report, which records the timings
     write_report(out / "report", results, corpus.valid, valid_probs, view, policy)
     return bundle
 

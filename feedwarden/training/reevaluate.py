@@ -12,6 +12,7 @@ from feedwarden.policy.rules import Policy
 from feedwarden.training.config import PipelineConfig
 from feedwarden.training.corpus import load_corpus
 from feedwarden.training.evaluate import evaluate, write_report
+from feedwarden.training.functional import functional_report
 from feedwarden.training.vectors import load_vectors, run_vectors, summarize
 from feedwarden.training.views import TaskView
 
@@ -31,5 +32,6 @@ def evaluate_bundle(path: Path, data: Path, out: Path) -> Path:
     results = evaluate(corpus.valid, np.asarray(probs), view, policy)
     results["bundle"] = {"version": bundle.version, "path": str(path)}
     results["regression_vectors"] = summarize(run_vectors(bundle, load_vectors()))
+    results["functional_hate"] = functional_report(bundle)
     write_report(out, results, corpus.valid, np.asarray(probs), view, policy)
     return out / "report.md"
