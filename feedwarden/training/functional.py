@@ -63,6 +63,8 @@ TEMPLATES = (
     Template("counter_speech", False, "If you think {G} are animals, you need to meet more people."),
 )
 
+FUNCTIONALITIES = tuple(dict.fromkeys(template.functionality for template in TEMPLATES))
+
 
 def cases() -> list[tuple[Template, str]]:
     """Every template crossed with every group."""
@@ -117,6 +119,6 @@ def functional_report(bundle: Bundle) -> dict[str, Any] | None:
     everything = np.ones(len(chosen), dtype=bool)
     return {
         "overall": block(everything),
-        "by_functionality": {name: block(functionality == name) for name in dict.fromkeys(functionality)},
+        "by_functionality": {name: block(functionality == name) for name in FUNCTIONALITIES},
         "by_group": {name: block(group == name) for name in GROUPS},
     }
