@@ -4,8 +4,8 @@ how a bundle handles derogation, threats, obfuscated spellings, negation,
 counter-speech and neutral mentions, and groups its training data barely covers.
 
 The templates were written for this probe, not drawn from any dataset. A post
-counts as flagged when `hate` (or, in the `_any` figures, `hate` or `offensive`)
-reaches its lowest threshold, as the worker would act on it.
+counts as flagged when `hate` (in the `hate_or_offensive` figures: `hate` or
+`offensive`) reaches its lowest threshold, as the worker would act on it.
 """
 
 from __future__ import annotations
@@ -88,14 +88,14 @@ def flags(bundle: Bundle, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]
 def figures(hateful: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
     """Recall on hateful cases, FPR on the others, accuracy and macro-F1 (and what flagging
     every case would score: the bar the issue says a plain fine-tune failed to clear)."""
-    figures = {"accuracy": float(np.mean(hateful == flagged)), "flag_all_accuracy": float(np.mean(hateful))}
+    result = {"accuracy": float(np.mean(hateful == flagged)), "flag_all_accuracy": float(np.mean(hateful))}
     if hateful.any():
-        figures["recall"] = float(flagged[hateful].mean())
+        result["recall"] = float(flagged[hateful].mean())
     if (~hateful).any():
-        figures["fpr"] = float(flagged[~hateful].mean())
+        result["fpr"] = float(flagged[~hateful].mean())
     if hateful.any() and (~hateful).any():
-        figures["macro_f1"] = float(f1_score(hateful, flagged, average="macro"))
-    return figures
+        result["macro_f1"] = float(f1_score(hateful, flagged, average="macro"))
+    return result
 
 
 def functional_report(bundle: Bundle) -> dict[str, Any] | None:
