@@ -79,8 +79,12 @@ class Scores:
         return labels, np.concatenate([self.probs[h] for h in self.labels], axis=1)
 
     def row(self, i: int) -> dict[str, float]:
-        labels, probs = self.flat()
-        return {label: float(p) for label, p in zip(labels, probs[i], strict=True)}
+        """One post's probabilities by label (without `flat`'s copy of every row)."""
+        return {
+            label: float(self.probs[head][i, j])
+            for head, labels in self.labels.items()
+            for j, label in enumerate(labels)
+        }
 
 
 # Posts per graph run, length-sorted within what the caller hands over (a worker
